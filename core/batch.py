@@ -1,0 +1,105 @@
+"""Data that flows between stages: records, token segments and batches of them.
+
+A sequence is a list of segments (not one image and one text), so in-context
+generation over several pairs, or a third modality, needs no new type.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import attrs
+import torch
+
+
+@attrs.frozen(kw_only=True)
+class Record:
+    """One source item as stored: its bytes untouched, its captions and metadata."""
+
+    key: str
+    modality: str
+    data: bytes
+    captions: tuple[str, ...] = attrs.field(converter=tuple)
+    meta: dict[str, Any] = attrs.field(factory=dict)
+
+
+@attrs.frozen(kw_only=True)
+class Segment:
+    """A batch of one modality's tokens in modality-local ids.
+
+    `tokens` is [B, L] with L the space's length; row b is valid up to
+    `lengths[b]` and padded after it (fixed-length modalities: lengths == L).
+    """
+
+    modality: str
+    tokens: torch.Tensor
+    lengths: torch.Tensor
+
+    def __attrs_post_init__(self) -> None:
+        if self.tokens.ndim != 2:
+            raise ValueError(f"segment {self.modality!r}: tokens must be [B, L], got shape {tuple(self.tokens.shape)}")
+        if self.lengths.shape != (self.tokens.shape[0],):
+            raise ValueError(
+                f"segment {self.modality!r}: lengths must be [{self.tokens.shape[0]}], got {tuple(self.lengths.shape)}"
+            )
+
+    @classmethod
+    def full(cls, modality: str, tokens: torch.Tensor) -> Segment:
+        """A fixed-length segment: every position valid."""
+        lengths = torch.full((tokens.shape[0],), tokens.shape[1], dtype=torch.long, device=tokens.device)
+        return cls(modality=modality, tokens=tokens, lengths=lengths)
+
+    @property
+    def batch_size(self) -> int:
+        return self.tokens.shape[0]
+
+    def valid(self) -> torch.Tensor:
+        """[B, L] True where a position holds a real token (not padding)."""
+        positions = torch.arange(self.tokens.shape[1], device=self.tokens.device)
+        return positions[None, :] < self.lengths[:, None]
+
+    def to(self, device: torch.device | str) -> Segment:
+        return Segment(modality=self.modality, tokens=self.tokens.to(device), lengths=self.lengths.to(device))
+
+    def select(self, index: torch.Tensor | slice) -> Segment:
+        return Segment(modality=self.modality, tokens=self.tokens[index], lengths=self.lengths[index])
+
+
+@attrs.frozen(kw_only=True)
+class TokenBatch:
+    """Segments of equal batch size, in sequence order."""
+
+    segments: tuple[Segment, ...] = attrs.field(converter=tuple)
+
+    def __attrs_post_init__(self) -> None:
+        sizes = {s.batch_size for s in self.segments}
+        if len(sizes) > 1:
+            raise ValueError(f"segments disagree on batch size: {sorted(sizes)}")
+
+    @property
+    def batch_size(self) -> int:
+        return self.segments[0].batch_size if self.segments else 0
+
+    def modality(self, name: str, index: int = 0) -> Segment:
+        """The `index`-th segment of modality `name`."""
+        found = [s for s in self.segments if s.modality == name]
+        if index >= len(found):
+            raise KeyError(f"batch has {len(found)} segment(s) of modality {name!r}, asked for #{index}")
+        return found[index]
+
+    def to(self, device: torch.device | str) -> TokenBatch:
+        return TokenBatch(segments=tuple(s.to(device) for s in self.segments))
+
+    def select(self, index: torch.Tensor | slice) -> TokenBatch:
+        return TokenBatch(segments=tuple(s.select(index) for s in self.segments))
+
+
+@attrs.frozen(kw_only=True)
+class Generation:
+    """One generated example, decoded, with what it was conditioned on."""
+
+    task: str
+    key: str
+    inputs: dict[str, Any]
+    outputs: dict[str, Any]
+    reference: dict[str, Any] = attrs.field(factory=dict)

@@ -1,0 +1,142 @@
+"""The `mmgen` command line. Plugins load when a command runs, not on import.
+
+Heavy modules (torch, mlflow) are imported inside commands, so `mmgen --help`
+stays fast and works even when a plugin is broken.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+from pathlib import Path
+
+import click
+
+from .version import __version__
+
+log = logging.getLogger("mmgen")
+
+
+def _registry(*, report: bool = True):
+    from .registry import load_registry
+
+    registry = load_registry()
+    if report:
+        for failure in registry.failures:
+            click.echo(f"warning: plugin {failure.plugin} skipped: {failure.error}", err=True)
+    return registry
+
+
+class PluginGroup(click.Group):
+    """A click group that adds plugin commands (`register_commands`) on first use."""
+
+    _loaded = False
+
+    def _load_plugin_commands(self) -> None:
+        if self._loaded:
+            return
+        self._loaded = True
+        from .registry import PluginError, load_plugins
+
+        try:
+            manager, _, _ = load_plugins()
+        except PluginError as exc:
+            click.echo(f"warning: plugins not loaded: {exc}", err=True)
+            return
+        # Failures are reported by the command that loads the full registry.
+        manager.hook.register_commands(cli=self)
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        self._load_plugin_commands()
+        return super().list_commands(ctx)
+
+    def get_command(self, ctx: click.Context, name: str) -> click.Command | None:
+        command = super().get_command(ctx, name)
+        if command is None:
+            self._load_plugin_commands()
+            command = super().get_command(ctx, name)
+        return command
+
+
+def _setup_logging(verbose: int, quiet: int) -> None:
+    level = logging.INFO - 10 * verbose + 10 * quiet
+    logging.basicConfig(level=max(level, logging.DEBUG), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    # Third-party chatter stays at WARNING unless -vv.
+    for noisy in ("mlflow", "alembic", "urllib3", "PIL"):
+        logging.getLogger(noisy).setLevel(logging.DEBUG if verbose > 1 else logging.WARNING)
+
+
+@click.group(cls=PluginGroup, context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, "--version", prog_name="mmgen")
+@click.option("-v", "--verbose", count=True, help="More log output (repeat for debug).")
+@click.option("-q", "--quiet", count=True, help="Less log output; no progress bars.")
+@click.pass_context
+def main(ctx: click.Context, verbose: int, quiet: int) -> None:
+    """mmgen: unified multimodal generation with MAGVLT and friends.
+
+    Run an experiment with `mmgen run recipe.yaml`; results go to MLflow (`mlflow ui`).
+    """
+    _setup_logging(verbose, quiet)
+    ctx.ensure_object(dict)
+    ctx.obj["quiet"] = quiet > 0
+    if quiet:
+        import os
+
+        os.environ.setdefault("MMGEN_NO_PROGRESS", "1")
+
+
+@main.command()
+@click.argument("recipe", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.option("--set", "overrides", multiple=True, metavar="KEY.PATH=VALUE", help="Override a recipe value.")
+@click.option("--force", is_flag=True, help="Redo every stage even if its artefacts are done.")
+@click.option("--dry-run", is_flag=True, help="Check the recipe and print it resolved; run nothing.")
+def run(recipe: Path, overrides: tuple[str, ...], force: bool, dry_run: bool) -> None:
+    """Run RECIPE: its stages in order, tracked as one MLflow run."""
+    import yaml
+
+    from .recipe import RecipeError, load_recipe
+    from .registry import PluginError
+
+    try:
+        registry = _registry()
+        loaded = load_recipe(recipe, registry=registry, overrides=overrides)
+    except (RecipeError, PluginError) as exc:
+        raise click.ClickException(str(exc)) from None
+    if dry_run:
+        click.echo(yaml.safe_dump(loaded.to_data(), sort_keys=False), nl=False)
+        return
+    from .runner import run_recipe
+
+    try:
+        results = run_recipe(loaded, registry=registry, force=force)
+    except Exception as exc:
+        if type(exc).__name__ == "TrackerUnavailable":
+            raise click.ClickException(str(exc)) from None
+        raise
+    for result in results:
+        state = "cached" if result.cached else f"{result.seconds:.1f}s"
+        click.echo(f"{result.key:<12} {state:>8}  {result.out_dir}")
+
+
+@main.command()
+def plugins() -> None:
+    """List every registered component by kind, with the package that provides it."""
+    from .registry import KINDS, PluginError
+
+    try:
+        registry = _registry(report=False)
+    except PluginError as exc:
+        raise click.ClickException(str(exc)) from None
+    for kind in KINDS:
+        click.echo(f"{kind}:")
+        entries = registry.entries(kind)
+        if not entries:
+            click.echo("  (none)")
+        for entry in entries:
+            click.echo(f"  {entry.name:<20} {entry.provider.package} {entry.provider.version}  [{entry.provider.plugin}]")
+    for failure in registry.failures:
+        click.echo(f"failed: {failure.plugin}: {failure.error}")
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

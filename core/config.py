@@ -1,0 +1,255 @@
+"""Strict structuring of recipe data into typed, frozen component configs.
+
+Strings stop here: past `structure()` there are only typed objects. Errors carry
+the YAML path (`stages.train.trainer.steps`) and a did-you-mean. Unlike a
+lenient converter, 8.7 is not an int and "false" is not a bool; floats written
+as `1e-4` (which PyYAML reads as a string) are parsed explicitly.
+"""
+
+from __future__ import annotations
+
+import collections.abc
+import difflib
+import types
+import typing
+from typing import Any, Literal, Mapping, Union
+
+import attrs
+import cattrs
+
+KIND_KEY = "mmgen_kind"
+MANY_KEY = "mmgen_many"
+RAW_DEFAULT_KEY = "mmgen_raw_default"
+
+
+class ConfigError(ValueError):
+    """A recipe value that does not fit its config; `path` says where."""
+
+    def __init__(self, path: str, message: str) -> None:
+        super().__init__(f"{path or '<root>'}: {message}")
+        self.path = path
+        self.message = message
+
+
+@attrs.frozen(kw_only=True)
+class Spec:
+    """A component named in a recipe: its kind, registered name and typed Config."""
+
+    kind: str
+    use: str
+    config: Any
+
+
+def component(kind: str, *, default: Mapping[str, Any] | None = None) -> Any:
+    """A config field holding one component of `kind` (`{use: name, ...options}`)."""
+    metadata = {KIND_KEY: kind, MANY_KEY: False, RAW_DEFAULT_KEY: default}
+    if default is None:
+        return attrs.field(metadata=metadata)
+    return attrs.field(default=None, metadata=metadata)
+
+
+def components(kind: str, *, default: tuple[Mapping[str, Any], ...] = ()) -> Any:
+    """A config field holding a list of components of `kind`."""
+    return attrs.field(default=(), metadata={KIND_KEY: kind, MANY_KEY: True, RAW_DEFAULT_KEY: tuple(default)})
+
+
+def _join(path: str, key: str | int) -> str:
+    if isinstance(key, int):
+        return f"{path}[{key}]"
+    return f"{path}.{key}" if path else key
+
+
+def _describe(value: Any) -> str:
+    return f"{value!r} ({type(value).__name__})"
+
+
+def _suggest(word: str, options: typing.Iterable[str]) -> str:
+    close = difflib.get_close_matches(word, list(options), n=1)
+    return f"; did you mean {close[0]!r}?" if close else ""
+
+
+def structure(tp: Any, data: Any, *, path: str = "", registry: Any = None) -> Any:
+    """Turn plain YAML data into an instance of `tp`, or raise ConfigError."""
+    origin, args = typing.get_origin(tp), typing.get_args(tp)
+    if tp is Any:
+        return data
+    if tp is bool:
+        if not isinstance(data, bool):
+            raise ConfigError(path, f"expected true or false, got {_describe(data)}")
+        return data
+    if tp is int:
+        return _structure_int(data, path)
+    if tp is float:
+        return _structure_float(data, path)
+    if tp is str:
+        if not isinstance(data, str):
+            raise ConfigError(path, f"expected a string, got {_describe(data)}")
+        return data
+    if tp is type(None):
+        if data is not None:
+            raise ConfigError(path, f"expected null, got {_describe(data)}")
+        return None
+    if origin is Literal:
+        if not any(data == a and type(data) is type(a) for a in args):
+            hint = _suggest(data, [a for a in args if isinstance(a, str)]) if isinstance(data, str) else ""
+            raise ConfigError(path, f"expected one of {list(args)}, got {_describe(data)}{hint}")
+        return data
+    if origin in (Union, types.UnionType):
+        return _structure_union(args, data, path, registry)
+    if origin is tuple:
+        return _structure_tuple(args, data, path, registry)
+    if origin in (list, typing.List):
+        return [structure(args[0], item, path=_join(path, i), registry=registry) for i, item in enumerate(_seq(data, path))]
+    if origin in (dict, collections.abc.Mapping):
+        return _structure_mapping(args, data, path, registry)
+    if attrs.has(tp):
+        return structure_attrs(tp, data, path=path, registry=registry)
+    raise ConfigError(path, f"unsupported config type {tp!r}")
+
+
+def _structure_int(data: Any, path: str) -> int:
+    if isinstance(data, bool) or not isinstance(data, (int, str)):
+        raise ConfigError(path, f"expected an integer, got {_describe(data)}")
+    if isinstance(data, str):
+        try:
+            number = float(data)
+        except ValueError:
+            raise ConfigError(path, f"expected an integer, got {_describe(data)}") from None
+        if not number.is_integer():
+            raise ConfigError(path, f"expected an integer, got {_describe(data)}")
+        return int(number)
+    return data
+
+
+def _structure_float(data: Any, path: str) -> float:
+    if isinstance(data, bool):
+        raise ConfigError(path, f"expected a number, got {_describe(data)}")
+    if isinstance(data, (int, float)):
+        return float(data)
+    if isinstance(data, str):
+        try:
+            return float(data)  # PyYAML reads 1e-4 (no dot) as a string
+        except ValueError:
+            pass
+    raise ConfigError(path, f"expected a number, got {_describe(data)}")
+
+
+def _structure_union(args: tuple, data: Any, path: str, registry: Any) -> Any:
+    if data is None and type(None) in args:
+        return None
+    errors = []
+    for option in (a for a in args if a is not type(None)):
+        try:
+            return structure(option, data, path=path, registry=registry)
+        except ConfigError as exc:
+            errors.append(exc.message)
+    raise ConfigError(path, " or ".join(errors))
+
+
+def _seq(data: Any, path: str) -> list:
+    if not isinstance(data, (list, tuple)):
+        raise ConfigError(path, f"expected a list, got {_describe(data)}")
+    return list(data)
+
+
+def _structure_tuple(args: tuple, data: Any, path: str, registry: Any) -> tuple:
+    items = _seq(data, path)
+    if len(args) == 2 and args[1] is Ellipsis:
+        return tuple(structure(args[0], item, path=_join(path, i), registry=registry) for i, item in enumerate(items))
+    if len(items) != len(args):
+        raise ConfigError(path, f"expected a list of {len(args)} items, got {len(items)}")
+    return tuple(structure(t, item, path=_join(path, i), registry=registry) for i, (t, item) in enumerate(zip(args, items)))
+
+
+def _structure_mapping(args: tuple, data: Any, path: str, registry: Any) -> dict:
+    if not isinstance(data, Mapping):
+        raise ConfigError(path, f"expected a mapping, got {_describe(data)}")
+    key_type, value_type = args if args else (str, Any)
+    result = {}
+    for key, value in data.items():
+        structured_key = structure(key_type, key, path=_join(path, str(key)), registry=registry)
+        result[structured_key] = structure(value_type, value, path=_join(path, str(key)), registry=registry)
+    return result
+
+
+def structure_attrs(cls: type, data: Any, *, path: str = "", registry: Any = None) -> Any:
+    """Structure a mapping into the attrs class `cls`, rejecting unknown keys."""
+    if data is None:
+        data = {}
+    if not isinstance(data, Mapping):
+        raise ConfigError(path, f"expected a mapping of options for {cls.__name__}, got {_describe(data)}")
+    fields = {f.name: f for f in attrs.fields(cls) if f.init}
+    hints = typing.get_type_hints(cls)
+    for key in data:
+        if key not in fields:
+            raise ConfigError(
+                _join(path, str(key)), f"unknown option for {cls.__qualname__}{_suggest(str(key), fields)}"
+                f" (options: {', '.join(fields) or 'none'})"
+            )
+    kwargs = {}
+    for name, field in fields.items():
+        kind = field.metadata.get(KIND_KEY)
+        field_path = _join(path, name)
+        if name in data:
+            raw = data[name]
+        elif kind is not None and field.metadata.get(RAW_DEFAULT_KEY) is not None:
+            raw = field.metadata[RAW_DEFAULT_KEY]
+        elif field.default is attrs.NOTHING:
+            raise ConfigError(field_path, f"missing required option for {cls.__qualname__}")
+        else:
+            continue
+        if kind is None:
+            kwargs[name] = structure(hints[name], raw, path=field_path, registry=registry)
+        elif field.metadata[MANY_KEY]:
+            kwargs[name] = tuple(
+                structure_spec(kind, item, path=_join(field_path, i), registry=registry)
+                for i, item in enumerate(_seq(raw, field_path))
+            )
+        else:
+            kwargs[name] = structure_spec(kind, raw, path=field_path, registry=registry)
+    try:
+        return cls(**kwargs)
+    except (TypeError, ValueError) as exc:
+        if isinstance(exc, ConfigError):
+            raise
+        raise ConfigError(path, str(exc)) from None
+
+
+def structure_spec(kind: str, data: Any, *, path: str, registry: Any) -> Spec:
+    """`{use: name, ...options}` (or just `name`) -> Spec with the component's typed Config."""
+    if registry is None:
+        raise ConfigError(path, "a component reference needs the plugin registry")
+    if isinstance(data, str):
+        data = {"use": data}
+    if not isinstance(data, Mapping) or "use" not in data:
+        raise ConfigError(path, f"expected a mapping with `use: <{kind[:-1]} name>`, got {_describe(data)}")
+    use = data["use"]
+    if not isinstance(use, str):
+        raise ConfigError(_join(path, "use"), f"expected a {kind[:-1]} name, got {_describe(use)}")
+    try:
+        cls = registry.get(kind, use)
+    except KeyError as exc:
+        raise ConfigError(_join(path, "use"), str(exc)) from None
+    options = {k: v for k, v in data.items() if k != "use"}
+    config = structure_attrs(cls.Config, options, path=path, registry=registry)
+    return Spec(kind=kind, use=use, config=config)
+
+
+_unstructurer = cattrs.Converter()
+_unstructurer.register_unstructure_hook(
+    Spec, lambda spec: {"use": spec.use, **_unstructurer.unstructure(spec.config)}
+)
+
+
+def to_data(value: Any) -> Any:
+    """The plain-data (YAML / JSON) form of a structured config."""
+    data = _unstructurer.unstructure(value)
+    return _lists(data)
+
+
+def _lists(data: Any) -> Any:
+    if isinstance(data, dict):
+        return {k: _lists(v) for k, v in data.items()}
+    if isinstance(data, (list, tuple)):
+        return [_lists(v) for v in data]
+    return data

@@ -1,0 +1,171 @@
+"""The interfaces every component kind implements.
+
+Protocols, not base classes: a plugin needs no inheritance, only these members.
+Every registered component also has `name: ClassVar[str]`, a frozen attrs
+`Config` class and `from_config(config, **deps)`; see `Component`.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, ClassVar, Iterable, Iterator, Mapping, Protocol, Sequence, runtime_checkable
+
+import attrs
+
+from .batch import Generation, Record, Segment, TokenBatch
+from .token_space import JointTokenSpace, TokenSpace
+
+
+@runtime_checkable
+class Component(Protocol):
+    """What the registry requires of every registered class."""
+
+    name: ClassVar[str]
+    Config: ClassVar[type]
+
+    @classmethod
+    def from_config(cls, config: Any, **deps: Any) -> Any: ...
+
+
+@runtime_checkable
+class Tokenizer(Protocol):
+    """Turns one modality's raw items into tokens and back.
+
+    Raw items are whatever the modality's plugin defines (images: uint8 tensors
+    [B, 3, H, W]; text: lists of str). `load_item` turns a Record's stored bytes
+    into one raw item, so the token cache can encode any modality.
+    """
+
+    name: ClassVar[str]
+    modality: str
+
+    @property
+    def token_space(self) -> TokenSpace: ...
+
+    def load_item(self, data: bytes) -> Any: ...
+
+    def encode(self, items: Any) -> Segment: ...
+
+    def decode(self, segment: Segment) -> list[Any]: ...
+
+    def save(self, directory: Path) -> None: ...
+
+    def content_hash(self) -> str: ...
+
+
+@runtime_checkable
+class Model(Protocol):
+    """A network over packed joint-token sequences."""
+
+    name: ClassVar[str]
+    token_space: JointTokenSpace
+
+    def __call__(self, packed: Any) -> Any:
+        """Hidden states [B, S, D] for a `layout.Packed` sequence."""
+
+    def logits(self, hidden: Any, modality: str) -> Any:
+        """Logits over `modality`'s content vocabulary only: [..., vocab_size]."""
+
+
+@runtime_checkable
+class LengthPredictor(Protocol):
+    """A model with a target-length head (MAGVLT's L_TL on the BEGIN token)."""
+
+    def length_logits(self, hidden: Any) -> Any:
+        """[..., max_length]; class k means length k + 1."""
+
+
+@attrs.frozen(kw_only=True)
+class ObjectiveOutput:
+    loss: Any
+    metrics: Mapping[str, float] = attrs.field(factory=dict)
+
+
+@attrs.define(kw_only=True)
+class StepInput:
+    """Everything one training step's objectives see.
+
+    `shared` lets objectives reuse work within the step (UnrollMask and the
+    length head read the forward pass that mask prediction made).
+    """
+
+    batch: TokenBatch
+    task: Any
+    generator: Any
+    step: int = 0
+    shared: dict[str, Any] = attrs.field(factory=dict)
+
+
+@runtime_checkable
+class Objective(Protocol):
+    name: ClassVar[str]
+
+    def __call__(self, model: Model, inputs: StepInput) -> ObjectiveOutput: ...
+
+
+@attrs.frozen(kw_only=True)
+class RequestSegment:
+    """One segment of a generation request.
+
+    `known` [B, L] marks positions given as context; the sampler fills the rest.
+    `lengths` fixes each row's length; None on a variable-length target means
+    the model predicts it.
+    """
+
+    modality: str
+    tokens: Any
+    known: Any
+    lengths: Any | None = None
+    target: bool = False
+
+
+@attrs.frozen(kw_only=True)
+class GenerationRequest:
+    segments: tuple[RequestSegment, ...] = attrs.field(converter=tuple)
+
+
+@runtime_checkable
+class Sampler(Protocol):
+    name: ClassVar[str]
+
+    def generate(self, model: Model, request: GenerationRequest, *, generator: Any) -> TokenBatch:
+        """Fill every unknown position; returns the target segments, in request order."""
+
+
+@runtime_checkable
+class Dataset(Protocol):
+    """A source of records, split by name ("train", "val", "test")."""
+
+    name: ClassVar[str]
+
+    def splits(self) -> Sequence[str]: ...
+
+    def records(self, split: str) -> Iterator[Record]: ...
+
+
+@runtime_checkable
+class Metric(Protocol):
+    name: ClassVar[str]
+
+    def compute(self, generations: Iterable[Generation]) -> dict[str, float]: ...
+
+
+@runtime_checkable
+class Tracker(Protocol):
+    """Experiment tracking: one run per `mmgen run`, children for sweeps."""
+
+    name: ClassVar[str]
+
+    def start(self, *, run_name: str, tags: Mapping[str, str] | None = None) -> None: ...
+
+    def log_params(self, params: Mapping[str, Any]) -> None: ...
+
+    def log_metrics(self, metrics: Mapping[str, float], *, step: int | None = None) -> None: ...
+
+    def log_artifact(self, path: Path, *, artifact_path: str | None = None) -> None: ...
+
+    def log_text(self, text: str, *, file_name: str) -> None: ...
+
+    def log_image(self, image: Any, *, file_name: str) -> None: ...
+
+    def end(self, *, status: str = "FINISHED") -> None: ...

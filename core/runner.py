@@ -1,0 +1,125 @@
+"""Runs a recipe's stages in order, skipping those whose artefacts are already done.
+
+A stage's folder is `<workdir>/artefacts/<stage>-<hash>`, the hash covering the
+stage's resolved config and the hashes of every earlier stage, so a change
+anywhere upstream gives a new folder and a stale artefact is never read. The
+folder counts as finished only once `DONE.json` is written (atomically); an
+unfinished folder is reused, so a stage with checkpoints resumes.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import shutil
+import time
+from pathlib import Path
+from typing import Any
+
+import attrs
+import yaml
+
+from .atomic import atomic_write_text
+from .config import to_data
+from .recipe import Recipe
+from .stage import StageContext
+
+log = logging.getLogger(__name__)
+
+DONE_FILE = "DONE.json"
+HASH_FORMAT = 1  # bump when the meaning of a stage folder changes
+
+
+@attrs.frozen(kw_only=True)
+class StageResult:
+    key: str
+    out_dir: Path
+    cached: bool
+    seconds: float
+
+
+def stage_hash(use: str, config_data: Any, upstream: str) -> str:
+    payload = json.dumps({"format": HASH_FORMAT, "use": use, "config": config_data, "upstream": upstream}, sort_keys=True)
+    return hashlib.sha256(payload.encode()).hexdigest()[:16]
+
+
+def is_done(out_dir: Path) -> bool:
+    return (out_dir / DONE_FILE).is_file()
+
+
+def resolve_device(device: str) -> str:
+    if device != "auto":
+        return device
+    import torch
+
+    return "cuda" if torch.cuda.is_available() else "cpu"
+
+
+def flatten(data: Any, prefix: str = "") -> dict[str, str]:
+    """Nested recipe data -> {"stages.train.trainer.steps": "100", ...} for tracker params."""
+    if isinstance(data, dict):
+        items: dict[str, str] = {}
+        for key, value in data.items():
+            items.update(flatten(value, f"{prefix}.{key}" if prefix else str(key)))
+        return items
+    return {prefix: json.dumps(data) if isinstance(data, list) else str(data)}
+
+
+def run_recipe(recipe: Recipe, *, registry: Any, force: bool = False, tracker: Any = None) -> list[StageResult]:
+    """Run every stage; returns what each did. The tracker run spans the whole recipe."""
+    tracker = tracker or registry.build(recipe.header.tracker)
+    resolved = recipe.to_data()
+    tracker.start(run_name=recipe.name, tags={"mmgen.recipe": recipe.name})
+    status = "FAILED"
+    try:
+        tracker.log_params(flatten({k: v for k, v in resolved.items() if k != "tracker"}))
+        tracker.log_text(yaml.safe_dump(resolved, sort_keys=False), file_name="recipe.yaml")
+        results = _run_stages(recipe, registry=registry, tracker=tracker, force=force)
+        status = "FINISHED"
+        return results
+    except KeyboardInterrupt:
+        status = "KILLED"
+        raise
+    finally:
+        tracker.end(status=status)
+
+
+def _run_stages(recipe: Recipe, *, registry: Any, tracker: Any, force: bool) -> list[StageResult]:
+    root = Path(recipe.header.workdir) / "artefacts"
+    device = resolve_device(recipe.header.device)
+    artefacts: dict[str, Path] = {}
+    results = []
+    upstream = ""
+    for entry in recipe.stages:
+        digest = stage_hash(entry.spec.use, to_data(entry.spec.config), upstream)
+        upstream = digest
+        out_dir = root / f"{entry.key}-{digest}"
+        if force and out_dir.exists():
+            shutil.rmtree(out_dir)
+        start = time.perf_counter()
+        cached = is_done(out_dir)
+        if cached:
+            log.info("stage %s: already done in %s", entry.key, out_dir)
+        else:
+            log.info("stage %s: running in %s", entry.key, out_dir)
+            out_dir.mkdir(parents=True, exist_ok=True)
+            stage = registry.build(entry.spec)
+            context = StageContext(
+                out_dir=out_dir,
+                artefacts=dict(artefacts),
+                registry=registry,
+                tracker=tracker,
+                seed=recipe.header.seed,
+                device=device,
+            )
+            stage.run(context)
+            seconds = time.perf_counter() - start
+            done = {"stage": entry.key, "use": entry.spec.use, "hash": digest, "seconds": round(seconds, 3)}
+            atomic_write_text(out_dir / DONE_FILE, json.dumps(done, indent=2))
+            tracker.log_metrics({f"stage_seconds.{entry.key}": seconds})
+        # Later stages find this one by its key and by its plugin name.
+        artefacts[entry.key] = out_dir
+        artefacts.setdefault(entry.spec.use, out_dir)
+        results.append(StageResult(key=entry.key, out_dir=out_dir, cached=cached, seconds=time.perf_counter() - start))
+    return results

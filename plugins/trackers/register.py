@@ -1,0 +1,10 @@
+from mmgen.hookspecs import hookimpl
+
+
+@hookimpl
+def register_trackers(register):
+    from .mlflow_tracker import MlflowTracker
+    from .none_tracker import NoneTracker
+
+    register(MlflowTracker)
+    register(NoneTracker)

@@ -1,0 +1,110 @@
+import pytest
+from registry_helpers import ToyStage, toy_registry
+
+from mmgen.recipe import RecipeError, apply_overrides, load_recipe
+from mmgen.runner import run_recipe
+
+REGISTRY = toy_registry()
+
+RECIPE = """
+name: toy
+seed: 3
+workdir: {workdir}
+tracker: {{use: none}}
+stages:
+  first:
+    use: toy_stage
+    value: 1
+  second:
+    use: toy_stage
+    value: 2
+    sampler: {{use: toy_sampler, steps: 4}}
+"""
+
+
+@pytest.fixture
+def recipe_file(tmp_path):
+    path = tmp_path / "toy.yaml"
+    path.write_text(RECIPE.format(workdir=tmp_path / "runs"))
+    return path
+
+
+def test_load_resolves_defaults_and_overrides(recipe_file):
+    recipe = load_recipe(recipe_file, registry=REGISTRY, overrides=["second.sampler.steps=16", "seed=5"])
+    assert recipe.header.seed == 5
+    assert [e.key for e in recipe.stages] == ["first", "second"]
+    assert recipe.stages[1].spec.config.sampler.config.steps == 16
+    assert recipe.stages[0].spec.config.sampler.config.steps == 10
+    data = recipe.to_data()
+    assert data["stages"]["second"]["sampler"]["steps"] == 16
+    assert data["tracker"] == {"use": "none"}
+
+
+@pytest.mark.parametrize(
+    "override, message",
+    [
+        ("second.sampler.steps=8.7", "stages.second.sampler.steps: expected an integer, got 8.7"),
+        ("second.sampler.greedy=false_", "stages.second.sampler.greedy: expected true or false"),
+        ("second.valeu=1", "stages.second.valeu: unknown option for ToyStage.Config; did you mean 'value'?"),
+        ("second.use=toy_stag", "stages.second.use: no stage named 'toy_stag'; did you mean 'toy_stage'?"),
+        ("tracker.use=mlfow", "tracker.use: no tracker named 'mlfow'"),
+        ("seed=abc", "seed: expected an integer"),
+    ],
+)
+def test_errors_before_any_work(recipe_file, override, message):
+    ToyStage.runs.clear()
+    with pytest.raises(RecipeError) as info:
+        load_recipe(recipe_file, registry=REGISTRY, overrides=[override])
+    assert str(recipe_file) in str(info.value)
+    assert message in str(info.value)
+    assert ToyStage.runs == []
+
+
+def test_invalid_yaml_reports_line(tmp_path):
+    path = tmp_path / "bad.yaml"
+    path.write_text("name: x\nstages:\n  a: [1,\n")
+    with pytest.raises(RecipeError, match=r"bad.yaml:4:1: invalid YAML"):
+        load_recipe(path, registry=REGISTRY)
+
+
+def test_override_syntax_errors():
+    with pytest.raises(RecipeError, match="expected KEY.PATH=VALUE"):
+        apply_overrides({}, ["novalue"])
+    with pytest.raises(RecipeError, match="seed is 3, not a mapping"):
+        apply_overrides({"seed": 3}, ["seed.x=1"])
+
+
+def test_rerun_skips_done_stages_and_force_redoes(recipe_file):
+    ToyStage.runs.clear()
+    recipe = load_recipe(recipe_file, registry=REGISTRY)
+    first = run_recipe(recipe, registry=REGISTRY)
+    assert [r.cached for r in first] == [False, False]
+    assert [v for v, _, _ in ToyStage.runs] == [1, 2]
+    # The second stage sees the first's folder under its key and its plugin name.
+    assert ToyStage.runs[1][2] == {"first": first[0].out_dir, "toy_stage": first[0].out_dir}
+    again = run_recipe(recipe, registry=REGISTRY)
+    assert [r.cached for r in again] == [True, True]
+    assert len(ToyStage.runs) == 2
+    forced = run_recipe(recipe, registry=REGISTRY, force=True)
+    assert [r.cached for r in forced] == [False, False]
+    assert len(ToyStage.runs) == 4
+
+
+def test_upstream_change_invalidates_downstream(recipe_file):
+    ToyStage.runs.clear()
+    base = run_recipe(load_recipe(recipe_file, registry=REGISTRY), registry=REGISTRY)
+    changed = run_recipe(load_recipe(recipe_file, registry=REGISTRY, overrides=["first.value=7"]), registry=REGISTRY)
+    assert changed[0].out_dir != base[0].out_dir
+    # The second stage's own config did not change, but its input did: new folder, rerun.
+    assert changed[1].out_dir != base[1].out_dir and not changed[1].cached
+    assert (changed[1].out_dir / "value.txt").read_text() == "2"
+
+
+def test_unfinished_stage_folder_is_reused_not_trusted(recipe_file):
+    ToyStage.runs.clear()
+    recipe = load_recipe(recipe_file, registry=REGISTRY)
+    results = run_recipe(recipe, registry=REGISTRY)
+    (results[1].out_dir / "DONE.json").unlink()
+    again = run_recipe(recipe, registry=REGISTRY)
+    assert [r.cached for r in again] == [True, False]
+    assert ToyStage.runs[-1][1] == results[1].out_dir
