@@ -1,0 +1,50 @@
+"""The `lmdb` dataset plugin: records read back from stores written by `mmgen data ingest`."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, ClassVar, Iterator
+
+import attrs
+
+
+class LmdbDataset:
+    """Splits are the `<split>.lmdb` stores in a folder, or one store given directly (as split `split`)."""
+
+    name: ClassVar[str] = "lmdb"
+
+    @attrs.frozen(kw_only=True)
+    class Config:
+        path: str
+        split: str = "train"  # the split name of a single store
+
+    def __init__(self, *, path: Path | str, split: str = "train") -> None:
+        self.path = Path(path)
+        if (self.path / "data.mdb").is_file():
+            self.stores = {split: self.path}
+        else:
+            self.stores = {
+                p.name[: -len(".lmdb")]: p for p in sorted(self.path.glob("*.lmdb")) if (p / "data.mdb").is_file()
+            }
+        if not self.stores:
+            raise FileNotFoundError(f"lmdb dataset: {self.path} is neither a store nor a folder of <split>.lmdb stores")
+
+    @classmethod
+    def from_config(cls, config: Config, **_deps: Any) -> LmdbDataset:
+        return cls(path=config.path, split=config.split)
+
+    def splits(self) -> tuple[str, ...]:
+        return tuple(self.stores)
+
+    def store(self, split: str) -> Any:
+        from .lmdb_store import LmdbStore  # here, so registering the plugin does not import torch
+
+        if split not in self.stores:
+            raise KeyError(f"lmdb dataset {self.path} has no split {split!r}; it has {list(self.stores)}")
+        return LmdbStore(self.stores[split])
+
+    def count(self, split: str) -> int:
+        return len(self.store(split))
+
+    def records(self, split: str) -> Iterator[Any]:
+        return self.store(split).records()

@@ -1,0 +1,36 @@
+"""Data plugin: the shapes and lmdb datasets, the shapes_accuracy metric, the data and cache
+stages, and the `mmgen data` command. Imports happen inside the hooks, so loading stays light."""
+
+from mmgen.hookspecs import hookimpl
+
+
+@hookimpl
+def register_datasets(register):
+    from .lmdb_dataset import LmdbDataset
+    from .shapes.dataset import ShapesDataset
+
+    register(ShapesDataset)
+    register(LmdbDataset)
+
+
+@hookimpl
+def register_metrics(register):
+    from .shapes.metric import ShapesAccuracy
+
+    register(ShapesAccuracy)
+
+
+@hookimpl
+def register_stages(register):
+    from .cache_stage import CacheStage
+    from .data_stage import DataStage
+
+    register(DataStage)
+    register(CacheStage)
+
+
+@hookimpl
+def register_commands(cli):
+    from .cli import register_commands as add
+
+    add(cli)

@@ -1,0 +1,110 @@
+"""The `data` and `cache` recipe stages and the `lmdb` dataset plugin."""
+
+import logging
+
+import attrs
+import pytest
+
+from mmgen.config import structure
+from mmgen.plugins.datasets.cache_stage import CacheStage, cache_splits
+from mmgen.plugins.datasets.data_stage import DataStage
+from mmgen.plugins.datasets.lmdb_dataset import LmdbDataset
+from mmgen.plugins.datasets.lmdb_store import LmdbStore
+from mmgen.plugins.datasets.shapes.dataset import ShapesDataset
+from mmgen.plugins.datasets.token_cache import TokenCacheDataset
+from mmgen.registry import load_registry
+from mmgen.stage import StageContext
+from token_cache_helpers import BlockImageTokenizer, CharTokenizer
+
+
+@attrs.define
+class RecordingTracker:
+    metrics: dict = attrs.field(factory=dict)
+
+    def log_metrics(self, metrics, *, step=None):
+        self.metrics.update(metrics)
+
+
+@pytest.fixture(scope="module")
+def registry():
+    return load_registry()
+
+
+def run_data_stage(registry, out_dir, data):
+    config = structure(DataStage.Config, data, path="stages.data", registry=registry)
+    tracker = RecordingTracker()
+    ctx = StageContext(out_dir=out_dir, artefacts={}, registry=registry, tracker=tracker, seed=0)
+    registry.get("stages", "data").from_config(config).run(ctx)
+    return tracker
+
+
+def test_data_stage_writes_one_store_per_split(registry, tmp_path):
+    options = {"use": "shapes", "size": 32, "train": 5, "val": 2, "test": 0, "holdout": 3}
+    tracker = run_data_stage(registry, tmp_path, {"dataset": options})
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["holdout.lmdb", "train.lmdb", "val.lmdb"]
+    expected = ShapesDataset(size=32, counts={"train": 5, "val": 2, "holdout": 3})
+    assert list(LmdbStore(tmp_path / "val.lmdb").records()) == list(expected.records("val"))
+    assert tracker.metrics == {
+        "data/train/records": 5,
+        "data/train/skipped": 0,
+        "data/train/fixed": 0,
+        "data/val/records": 2,
+        "data/val/skipped": 0,
+        "data/val/fixed": 0,
+        "data/holdout/records": 3,
+        "data/holdout/skipped": 0,
+        "data/holdout/fixed": 0,
+    }
+
+
+def test_data_stage_split_choice_and_errors(registry, tmp_path):
+    run_data_stage(
+        registry, tmp_path / "a", {"dataset": {"use": "shapes", "size": 32, "train": 2}, "splits": ["train"]}
+    )
+    assert [p.name for p in (tmp_path / "a").iterdir()] == ["train.lmdb"]
+    with pytest.raises(ValueError, match="has no split\\(s\\) \\['dev'\\]"):
+        run_data_stage(registry, tmp_path / "b", {"dataset": {"use": "shapes"}, "splits": ["dev"]})
+
+
+def test_cache_stage_encodes_every_store(registry, tmp_path, caplog):
+    run_data_stage(
+        registry,
+        tmp_path / "data",
+        {"dataset": {"use": "shapes", "size": 32, "train": 4, "val": 2, "test": 0, "holdout": 0}},
+    )
+    tokenizers = {"image": BlockImageTokenizer(), "text": CharTokenizer()}
+    with caplog.at_level(logging.INFO):
+        counts = cache_splits(tmp_path / "data", tmp_path / "cache", tokenizers=tokenizers, config=CacheStage.Config())
+    assert counts == {"train": 4, "val": 2}
+    cache = TokenCacheDataset(tmp_path / "cache" / "train.lmdb", tokenizers=tokenizers)
+    assert (
+        cache.modalities == ("image", "text") and cache.meta(3) == LmdbStore(tmp_path / "data" / "train.lmdb")[3].meta
+    )
+    only = cache_splits(
+        tmp_path / "data", tmp_path / "c2", tokenizers=tokenizers, config=CacheStage.Config(splits=("val",))
+    )
+    assert only == {"val": 2}
+    with pytest.raises(ValueError, match="no <split>.lmdb stores in"):
+        cache_splits(tmp_path / "cache" / "nothing", tmp_path / "c3", tokenizers=tokenizers, config=CacheStage.Config())
+
+
+def test_registered_components(registry):
+    assert registry.get("datasets", "shapes") is ShapesDataset and registry.get("datasets", "lmdb") is LmdbDataset
+    assert registry.get("stages", "cache") is CacheStage
+    assert registry.get("metrics", "shapes_accuracy").name == "shapes_accuracy"
+
+
+def test_lmdb_dataset_reads_stores_back(registry, tmp_path):
+    run_data_stage(
+        registry, tmp_path, {"dataset": {"use": "shapes", "size": 32, "train": 3, "val": 1, "test": 0, "holdout": 0}}
+    )
+    config = structure(LmdbDataset.Config, {"path": str(tmp_path)}, path="dataset", registry=registry)
+    data = LmdbDataset.from_config(config)
+    assert data.splits() == ("train", "val") and data.count("train") == 3
+    assert list(data.records("train")) == list(ShapesDataset(size=32, counts={"train": 3}).records("train"))
+    single = LmdbDataset(path=tmp_path / "val.lmdb", split="dev")
+    assert single.splits() == ("dev",) and [r.key for r in single.records("dev")] == ["val-0000000"]
+    with pytest.raises(KeyError, match="has no split 'test'"):
+        data.records("test")
+    with pytest.raises(FileNotFoundError, match="neither a store nor a folder"):
+        LmdbDataset(path=tmp_path / "missing")
