@@ -1,0 +1,114 @@
+"""CLIP score of generations, from the clip stage's model (torchmetrics' definition: 100 max(cos, 0))."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Callable, ClassVar, Iterable, Mapping
+
+import attrs
+import torch
+
+from mmgen.batch import Generation
+
+from .model import ClipModel, load_clip
+from .reranker import ClipReranker
+
+
+class ClipScore:
+    """Mean 100 * max(cos, 0) between each generation's image and text, per task and overall.
+
+    A generation's pair is its generated image or text where it made one, else
+    the given one (T2I: generated image vs prompt; I2T: input image vs caption).
+    Images are scored through their VQ tokens (re-encoded from pixels).
+    """
+
+    name: ClassVar[str] = "clip_score"
+
+    @attrs.frozen(kw_only=True)
+    class Config:
+        clip_stage: str = "clip"
+        tokenizers_stage: str = "tokenizers"
+        image_modality: str = "image"
+        text_modality: str = "text"
+        batch_size: int = 64
+
+    def __init__(
+        self,
+        *,
+        model: ClipModel | None = None,
+        tokenizers: Mapping[str, Any] | None = None,
+        loader: Callable[[], tuple[ClipModel, Mapping[str, Any]]] | None = None,
+        image_modality: str = "image",
+        text_modality: str = "text",
+        batch_size: int = 64,
+    ) -> None:
+        """Give `model` and `tokenizers`, or a `loader` that returns them on first use."""
+        self.model, self.tokenizers, self.loader = model, tokenizers, loader
+        self.image_modality, self.text_modality = image_modality, text_modality
+        self.batch_size = batch_size
+
+    @classmethod
+    def from_config(
+        cls,
+        config: Config,
+        *,
+        artefacts: Mapping[str, Path] | None = None,
+        registry: Any = None,
+        device: str = "cpu",
+        **_: Any,
+    ) -> ClipScore:
+        """Loads the clip and tokenizers stages' artefacts lazily, on the first `compute`."""
+
+        def load() -> tuple[ClipModel, Mapping[str, Any]]:
+            from mmgen.plugins.generation.artefacts import load_tokenizers
+
+            missing = [s for s in (config.clip_stage, config.tokenizers_stage) if s not in (artefacts or {})]
+            if missing:
+                raise KeyError(f"clip_score needs earlier {missing} stage(s); the recipe has {sorted(artefacts or {})}")
+            return (
+                load_clip(artefacts[config.clip_stage], device=device),
+                load_tokenizers(artefacts[config.tokenizers_stage], registry),
+            )
+
+        return cls(
+            loader=load,
+            image_modality=config.image_modality,
+            text_modality=config.text_modality,
+            batch_size=config.batch_size,
+        )
+
+    def _ready(self) -> ClipReranker:
+        if self.model is None:
+            if self.loader is None:
+                raise ValueError("clip_score has neither a model nor a loader")
+            self.model, self.tokenizers = self.loader()
+        return ClipReranker(self.model)
+
+    def compute(self, generations: Iterable[Generation]) -> dict[str, float]:
+        from mmgen.plugins.generation.tasks import image_text_pair, numpy_to_image
+
+        reranker = self._ready()
+        by_task: dict[str, list] = {}
+        for generation in generations:
+            pair = image_text_pair(generation)
+            if pair is not None:
+                by_task.setdefault(generation.task, []).append(pair)
+        results, everything = {}, []
+        for task, pairs in sorted(by_task.items()):
+            scores = torch.cat(
+                [
+                    self._scores(reranker, [numpy_to_image(image) for image, _ in chunk], [text for _, text in chunk])
+                    for chunk in (pairs[i : i + self.batch_size] for i in range(0, len(pairs), self.batch_size))
+                ]
+            )
+            results[task] = scores.mean().item()
+            everything.append(scores)
+        if everything:
+            results["all"] = torch.cat(everything).mean().item()
+        return results
+
+    def _scores(self, reranker: ClipReranker, images: list[torch.Tensor], texts: list[str]) -> torch.Tensor:
+        """100 max(cos, 0) per (image, text) pair."""
+        image = self.tokenizers[self.image_modality].encode(torch.stack(images))
+        text = self.tokenizers[self.text_modality].encode(texts)
+        return 100 * reranker.scores(image, text).clamp(min=0).cpu()

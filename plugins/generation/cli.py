@@ -1,0 +1,170 @@
+"""`mmgen generate`: run one generation task with a trained run's artefacts."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+from .task_names import TASK_NAMES
+
+
+def _read_prompts(prompts: tuple[str, ...], prompts_file: Path | None) -> list[str]:
+    texts = list(prompts)
+    if prompts_file is not None:
+        texts += [line.strip() for line in prompts_file.read_text(encoding="utf-8").splitlines() if line.strip()]
+    return texts
+
+
+def _sampler_spec(name: str, overrides: tuple[str, ...], registry):
+    from mmgen.config import structure_spec
+    from mmgen.recipe import parse_override
+
+    data: dict = {"use": name}
+    for text in overrides:
+        parts, value = parse_override(text)
+        node = data
+        for part in parts[:-1]:
+            node = node.setdefault(part, {})
+        node[parts[-1]] = value
+    return structure_spec("samplers", data, path="sampler", registry=registry)
+
+
+def _stage_dir(explicit: Path | None, run_dir: Path | None, stage: str, *, required: bool = True) -> Path | None:
+    from .artefacts import latest_artefact
+
+    if explicit is not None:
+        return explicit
+    if run_dir is None:
+        if required:
+            raise click.UsageError(f"give --{'model' if stage == 'train' else stage} or --run")
+        return None
+    try:
+        return latest_artefact(run_dir, stage)
+    except FileNotFoundError:
+        if required:
+            raise
+        return None
+
+
+@click.command("generate")
+@click.option("--task", "task", type=click.Choice(TASK_NAMES), required=True, help="Which generation task.")
+@click.option("--prompt", "prompts", multiple=True, help="A text prompt (repeatable).")
+@click.option(
+    "--prompts-file", type=click.Path(exists=True, dir_okay=False, path_type=Path), help="One prompt per line."
+)
+@click.option(
+    "--image",
+    "images",
+    multiple=True,
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    help="An input image file (repeatable).",
+)
+@click.option(
+    "--region",
+    default=None,
+    metavar="TOP,LEFT,BOTTOM,RIGHT",
+    help="Box in image fractions: regenerated (inpaint, it2i) or kept (outpaint). Default: the centre half.",
+)
+@click.option("--count", type=int, default=None, help="How many pairs for the unconditional task.")
+@click.option(
+    "--run",
+    "run_dir",
+    type=click.Path(exists=True, file_okay=False, path_type=Path),
+    help="A recipe workdir; its newest finished tokenizers, train and clip stages are used.",
+)
+@click.option(
+    "--tokenizers",
+    "tokenizers_dir",
+    type=click.Path(exists=True, file_okay=False, path_type=Path),
+    help="The tokenizers stage folder.",
+)
+@click.option(
+    "--model",
+    "model_dir",
+    type=click.Path(exists=True, file_okay=False, path_type=Path),
+    help="The train stage folder.",
+)
+@click.option(
+    "--clip",
+    "clip_dir",
+    type=click.Path(exists=True, file_okay=False, path_type=Path),
+    help="A clip stage folder (needed for --candidates > 1).",
+)
+@click.option("--candidates", type=int, default=1, show_default=True, help="Candidates per prompt, CLIP-reranked.")
+@click.option("--sampler", "sampler_name", default="maskgit", show_default=True)
+@click.option("--set", "overrides", multiple=True, metavar="KEY.PATH=VALUE", help="Sampler option, e.g. fixed.steps=8.")
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--batch-size", type=int, default=16, show_default=True)
+@click.option("--device", default="cpu", show_default=True)
+@click.option(
+    "--out",
+    "out_dir",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=None,
+    help="Output folder (default: generations/<task>-seed<seed>).",
+)
+def generate(
+    task,
+    prompts,
+    prompts_file,
+    images,
+    region,
+    count,
+    run_dir,
+    tokenizers_dir,
+    model_dir,
+    clip_dir,
+    candidates,
+    sampler_name,
+    overrides,
+    seed,
+    batch_size,
+    device,
+    out_dir,
+):
+    """Generate with a trained model: PNGs, a grid and generations.jsonl in --out."""
+    from mmgen.config import ConfigError
+    from mmgen.registry import load_registry
+
+    from .artefacts import load_for_generation
+    from .prompts import command_line_prompts
+    from .regions import parse_box
+    from .store import publish
+    from .tasks import TaskRunner
+
+    registry = load_registry()
+    try:
+        sampler = registry.build(_sampler_spec(sampler_name, overrides, registry))
+        box = parse_box(region) if region else None
+    except (ConfigError, ValueError) as exc:
+        raise click.UsageError(str(exc)) from None
+    loaded = load_for_generation(
+        tokenizers_dir=_stage_dir(tokenizers_dir, run_dir, "tokenizers"),
+        model_dir=_stage_dir(model_dir, run_dir, "train"),
+        clip_dir=_stage_dir(clip_dir, run_dir, "clip", required=candidates > 1),
+        registry=registry,
+        device=device,
+    )
+    image_tokenizer = loaded.tokenizers.get("image")
+    items = [image_tokenizer.load_item(path.read_bytes()) for path in images] if images else []
+    try:
+        task_prompts = command_line_prompts(
+            task, texts=_read_prompts(prompts, prompts_file), images=items, count=count, region=box
+        )
+    except ValueError as exc:
+        raise click.UsageError(str(exc)) from None
+    runner = TaskRunner(
+        model=loaded.model, tokenizers=loaded.tokenizers, sampler=sampler, reranker=loaded.reranker, device=device
+    )
+    generations = runner.run(task, task_prompts, candidates=candidates, seed=seed, batch_size=batch_size)
+    out_dir = out_dir or Path("generations") / f"{task}-seed{seed}"
+    jsonl = publish(generations, out_dir)
+    for generation in generations:
+        text = generation.outputs.get("text")
+        click.echo(f"{generation.key}\t{text}" if text is not None else generation.key)
+    click.echo(f"wrote {jsonl} and grid-{task}.png in {out_dir}")
+
+
+def register_commands(cli: click.Group) -> None:
+    cli.add_command(generate)

@@ -1,0 +1,124 @@
+"""Generations on disk: one PNG per image, a JSONL of everything else, a grid per task.
+
+`generations.jsonl` holds one Generation per line; an image is written as
+`{"png": "<relative path>"}`, so `load_generations` gives back equal objects
+(the evaluate stage reads them this way).
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import re
+from pathlib import Path
+from typing import Any, Iterable, Sequence
+
+import numpy as np
+from PIL import Image
+
+from mmgen.atomic import atomic_write_bytes, atomic_write_text
+from mmgen.batch import Generation
+
+from .grid import generation_cell, render_grid
+
+JSONL = "generations.jsonl"
+IMAGES = "images"
+
+
+def png_bytes(image: np.ndarray) -> bytes:
+    buffer = io.BytesIO()
+    Image.fromarray(image).save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+def _file_stem(index: int, key: str) -> str:
+    return f"{index:05d}-{re.sub(r'[^A-Za-z0-9_.-]', '_', key)}"
+
+
+def _encode(values: dict[str, Any], *, folder: Path, stem: str, side: str, root: Path) -> dict[str, Any]:
+    encoded = {}
+    for name, value in values.items():
+        if isinstance(value, np.ndarray):
+            path = folder / f"{stem}-{side}-{name}.png"
+            atomic_write_bytes(path, png_bytes(value))
+            encoded[name] = {"png": path.relative_to(root).as_posix()}
+        else:
+            encoded[name] = value
+    return encoded
+
+
+def _decode(values: dict[str, Any], *, root: Path) -> dict[str, Any]:
+    decoded = {}
+    for name, value in values.items():
+        if isinstance(value, dict) and set(value) == {"png"}:
+            decoded[name] = np.asarray(Image.open(root / value["png"]).convert("RGB"))
+        else:
+            decoded[name] = value
+    return decoded
+
+
+def save_generations(generations: Sequence[Generation], out_dir: Path) -> Path:
+    """Write PNGs and `generations.jsonl` under `out_dir`; returns the JSONL path."""
+    out_dir = Path(out_dir)
+    lines = []
+    for index, generation in enumerate(generations):
+        folder = out_dir / IMAGES / generation.task
+        stem = _file_stem(index, generation.key)
+        lines.append(
+            json.dumps(
+                {
+                    "task": generation.task,
+                    "key": generation.key,
+                    "inputs": _encode(generation.inputs, folder=folder, stem=stem, side="input", root=out_dir),
+                    "outputs": _encode(generation.outputs, folder=folder, stem=stem, side="output", root=out_dir),
+                    "reference": generation.reference,
+                }
+            )
+        )
+    path = out_dir / JSONL
+    atomic_write_text(path, "".join(line + "\n" for line in lines))
+    return path
+
+
+def load_generations(out_dir: Path) -> list[Generation]:
+    out_dir = Path(out_dir)
+    path = out_dir / JSONL
+    if not path.is_file():
+        raise FileNotFoundError(f"no {JSONL} in {out_dir}: is it the folder of a generate stage?")
+    generations = []
+    for line in path.read_text(encoding="utf-8").splitlines():
+        data = json.loads(line)
+        generations.append(
+            Generation(
+                task=data["task"],
+                key=data["key"],
+                inputs=_decode(data["inputs"], root=out_dir),
+                outputs=_decode(data["outputs"], root=out_dir),
+                reference=data["reference"],
+            )
+        )
+    return generations
+
+
+def write_grids(generations: Iterable[Generation], out_dir: Path, *, columns: int = 8) -> dict[str, Path]:
+    """One `grid-<task>.png` per task; returns their paths by task."""
+    by_task: dict[str, list[Generation]] = {}
+    for generation in generations:
+        by_task.setdefault(generation.task, []).append(generation)
+    paths = {}
+    for task, items in by_task.items():
+        grid = render_grid([generation_cell(g) for g in items], columns=columns)
+        paths[task] = Path(out_dir) / f"grid-{task}.png"
+        atomic_write_bytes(paths[task], png_bytes(grid))
+    return paths
+
+
+def publish(generations: Sequence[Generation], out_dir: Path, *, tracker: Any = None, columns: int = 8) -> Path:
+    """Save generations and grids under `out_dir` and log the JSONL and grids to `tracker`."""
+    jsonl = save_generations(generations, out_dir)
+    grids = write_grids(generations, out_dir, columns=columns)
+    if tracker is not None:
+        tracker.log_artifact(jsonl, artifact_path="generations")
+        for task, path in grids.items():
+            tracker.log_image(np.asarray(Image.open(path).convert("RGB")), file_name=f"generations/grid-{task}.png")
+    return jsonl

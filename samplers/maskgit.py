@@ -1,0 +1,336 @@
+"""MaskGIT-style iterative parallel refinement, as MAGVLT samples (Kim et al., arXiv 2303.12208; MaskGIT, 2202.04200).
+
+A request lists segments; context segments (target=False) go between BOC and
+BOG, and each target segment is generated after BOG, one at a time in request
+order: `[BOC] context... earlier targets... [BOG] target`. So T2IT generates the
+image from the prompt, then the caption from the prompt and that image.
+Unknown context positions stay MASK tokens (a masked or dropped condition, as
+in IT2IT training and the unconditional branch of guidance); only targets are
+filled, and a known token never changes.
+
+Fixed-length modalities (image grids) follow MaskGIT's cosine schedule: every
+step samples all masked tokens, keeps the most confident, re-masks the rest.
+Variable-length modalities (text) first predict their length from the BEGIN
+token, then re-mask low-confidence tokens at a linearly falling rate, so any
+generated token can still be revised.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any, ClassVar
+
+import attrs
+import torch
+
+from mmgen.batch import Segment, TokenBatch
+from mmgen.layout import Part, pack
+from mmgen.plugins.generation.guidance import GuidanceOptions, guidance_weight, guide
+from mmgen.protocols import GenerationRequest, RequestSegment
+
+# Products like cos(pi/3) * 256 = 128.00000000000003 must count as 128, not 129.
+SCHEDULE_DECIMALS = 6
+
+
+@attrs.frozen(kw_only=True)
+class FixedLengthOptions:
+    """Image-like targets (MAGVLT T2I sampling)."""
+
+    steps: int = 10
+    temperature_start: float = 1.4
+    temperature_end: float = 0.6
+    gumbel_start: float = 2.0
+    gumbel_end: float = 0.2
+    top_k: int | None = None  # None: sample from the full distribution, as MAGVLT does
+    guidance: GuidanceOptions = GuidanceOptions()
+
+    def __attrs_post_init__(self) -> None:
+        _check_positive(
+            steps=self.steps, temperature_start=self.temperature_start, temperature_end=self.temperature_end
+        )
+        _check_top_k(self.top_k)
+
+
+@attrs.frozen(kw_only=True)
+class VariableLengthOptions:
+    """Text-like targets (MAGVLT I2T sampling).
+
+    `length_top_k` > 1 draws each row's length from the k most likely lengths
+    (in proportion to their probability), so candidates for reranking try
+    several lengths; `length_jitter` adds a uniform offset in [-j, j].
+    `fix_eos` writes end-of-text at the last position of a predicted length (the
+    length head counts the caption with its EOS).
+    """
+
+    steps: int = 12
+    temperature: float = 0.5
+    top_k: int | None = 32
+    length_top_k: int = 1
+    length_jitter: int = 0
+    fix_eos: bool = True
+    guidance: GuidanceOptions = GuidanceOptions()
+
+    def __attrs_post_init__(self) -> None:
+        _check_positive(steps=self.steps, temperature=self.temperature, length_top_k=self.length_top_k)
+        _check_top_k(self.top_k)
+        if self.length_jitter < 0:
+            raise ValueError(f"length_jitter must be >= 0, got {self.length_jitter}")
+
+
+def _check_positive(**values: float) -> None:
+    for name, value in values.items():
+        if value <= 0:
+            raise ValueError(f"{name} must be > 0, got {value}")
+
+
+def _check_top_k(top_k: int | None) -> None:
+    if top_k is not None and top_k < 1:
+        raise ValueError(f"top_k must be >= 1 or null, got {top_k}")
+
+
+def masked_after_step(unknown: torch.Tensor, *, step: int, steps: int) -> torch.Tensor:
+    """Tokens still masked after step `step` (1-based) of `steps`: ceil(cos(pi/2 step/steps) N)."""
+    if step >= steps:
+        return torch.zeros_like(unknown)
+    ratio = math.cos(math.pi / 2 * step / steps)
+    return torch.ceil(torch.round(unknown.double() * ratio, decimals=SCHEDULE_DECIMALS)).long()
+
+
+def remask_count(unknown: torch.Tensor, *, step: int, steps: int) -> torch.Tensor:
+    """Tokens re-masked at text iteration `step` (0-based): floor(N (T - t) / T), at least one."""
+    count = torch.div(unknown * (steps - step), steps, rounding_mode="floor")
+    return torch.minimum(count.clamp(min=1), unknown)
+
+
+def linear(start: float, end: float, *, step: int, steps: int) -> float:
+    """Value at step `step` (0-based) of a linear ramp from `start` to `end` over `steps`."""
+    return start if steps == 1 else start + (end - start) * step / (steps - 1)
+
+
+def gumbel(shape: torch.Size, *, generator: torch.Generator, device: torch.device) -> torch.Tensor:
+    uniform = torch.rand(shape, generator=generator, device=generator.device).to(device)
+    tiny = torch.finfo(uniform.dtype).tiny
+    return -torch.log(-torch.log(uniform.clamp(tiny, 1.0 - 1e-7)))
+
+
+def top_per_row(scores: torch.Tensor, counts: torch.Tensor, allowed: torch.Tensor) -> torch.Tensor:
+    """[B, L] True at the `counts[b]` highest-scoring allowed positions of each row."""
+    scores = scores.masked_fill(~allowed, -math.inf)
+    order = scores.argsort(dim=1, descending=True, stable=True)
+    rank = order.argsort(dim=1)
+    return (rank < counts[:, None]) & allowed
+
+
+def sample_tokens(
+    logits: torch.Tensor, *, temperature: float, top_k: int | None, generator: torch.Generator
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Draw one token per position; returns it and its log-probability under the tempered distribution."""
+    logits = logits.float() / temperature
+    if top_k is not None and top_k < logits.shape[-1]:
+        kth = logits.topk(top_k, dim=-1).values[..., -1:]
+        logits = logits.masked_fill(logits < kth, -math.inf)
+    log_probs = logits.log_softmax(dim=-1)
+    flat = log_probs.exp().reshape(-1, log_probs.shape[-1])
+    drawn = torch.multinomial(flat.to(generator.device), 1, generator=generator).to(logits.device)
+    tokens = drawn.view(log_probs.shape[:-1])
+    return tokens, log_probs.gather(-1, tokens[..., None]).squeeze(-1)
+
+
+@attrs.frozen(kw_only=True)
+class _Known:
+    """A segment whose tokens are settled: context or an earlier target."""
+
+    segment: Segment
+    mask: torch.Tensor  # True where the model sees MASK instead of the token
+
+
+class MaskGitSampler:
+    """Fills every unknown target position of a request by iterative refinement."""
+
+    name: ClassVar[str] = "maskgit"
+
+    @attrs.frozen(kw_only=True)
+    class Config:
+        fixed: FixedLengthOptions = FixedLengthOptions()
+        variable: VariableLengthOptions = VariableLengthOptions()
+
+    def __init__(self, *, fixed: FixedLengthOptions | None = None, variable: VariableLengthOptions | None = None):
+        self.fixed = fixed or FixedLengthOptions()
+        self.variable = variable or VariableLengthOptions()
+
+    @classmethod
+    def from_config(cls, config: Config, **_: Any) -> MaskGitSampler:
+        return cls(fixed=config.fixed, variable=config.variable)
+
+    @torch.no_grad()
+    def generate(self, model: Any, request: GenerationRequest, *, generator: torch.Generator) -> TokenBatch:
+        """Generate the target segments in order; returns them, in request order."""
+        space = model.token_space
+        context = [_as_known(part) for part in request.segments if not part.target]
+        outputs = []
+        for part in request.segments:
+            if not part.target:
+                continue
+            if space.space(part.modality).variable_length:
+                segment = self._fill_variable(model, context, part, generator=generator)
+            else:
+                segment = self._fill_fixed(model, context, part, generator=generator)
+            outputs.append(segment)
+            # Later targets are conditioned on this one (T2IT, unconditional pairs).
+            context.append(_Known(segment=segment, mask=torch.zeros_like(segment.tokens, dtype=torch.bool)))
+        if not outputs:
+            raise ValueError("generation request has no target segment")
+        return TokenBatch(segments=outputs)
+
+    def _fill_fixed(
+        self, model: Any, context: list[_Known], part: RequestSegment, *, generator: torch.Generator
+    ) -> Segment:
+        """MAGVLT T2I: T steps; after step t, ceil(cos(pi/2 t/T) N) tokens stay masked."""
+        options = self.fixed
+        tokens = part.tokens.clone()
+        lengths = _lengths(part)
+        masked = ~part.known.bool() & _valid(tokens, lengths)
+        unknown = masked.sum(dim=1)
+        for step in range(options.steps):
+            if not masked.any():
+                break
+            logits = self._logits(
+                model,
+                context,
+                Segment(modality=part.modality, tokens=tokens, lengths=lengths),
+                masked,
+                weight=guidance_weight(options.guidance, step=step, steps=options.steps),
+            )
+            temperature = linear(options.temperature_start, options.temperature_end, step=step, steps=options.steps)
+            sampled, log_p = sample_tokens(logits, temperature=temperature, top_k=options.top_k, generator=generator)
+            # Confidence: log p of the sampled token plus annealed Gumbel noise (MaskGIT's choice randomness).
+            noise = linear(options.gumbel_start, options.gumbel_end, step=step, steps=options.steps)
+            confidence = log_p + noise * gumbel(log_p.shape, generator=generator, device=log_p.device)
+            # At least one token is fixed per step; fixed tokens are never re-masked.
+            still = torch.minimum(masked_after_step(unknown, step=step + 1, steps=options.steps), masked.sum(1) - 1)
+            fix = top_per_row(confidence, masked.sum(1) - still.clamp(min=0), masked)
+            tokens = torch.where(fix, sampled, tokens)
+            masked = masked & ~fix
+        return Segment(modality=part.modality, tokens=tokens, lengths=lengths)
+
+    def _fill_variable(
+        self, model: Any, context: list[_Known], part: RequestSegment, *, generator: torch.Generator
+    ) -> Segment:
+        """MAGVLT I2T: predict the length, then T iterations re-masking floor(N (T - t)/T) tokens."""
+        options = self.variable
+        modality_space = model.token_space.space(part.modality)
+        tokens = part.tokens.clone()
+        known = part.known.bool().clone()
+        if part.lengths is None:
+            lengths = self._predict_lengths(model, context, part, generator=generator)
+        else:
+            lengths = part.lengths.to(tokens.device)
+        valid = _valid(tokens, lengths)
+        known &= valid
+        tokens = tokens.masked_fill(~valid, modality_space.pad_id)  # positions >= N are padding, blocked as keys
+        if part.lengths is None and options.fix_eos and modality_space.eos_id is not None:
+            last = torch.nn.functional.one_hot(lengths - 1, tokens.shape[1]).bool() & ~known
+            tokens = tokens.masked_fill(last, modality_space.eos_id)
+            known |= last
+        unknown = valid & ~known
+        count = unknown.sum(dim=1)
+        log_p = torch.zeros(tokens.shape, device=tokens.device)
+        for step in range(options.steps):
+            if not unknown.any():
+                break
+            # Re-mask by a multinomial over softmax(-log p): low-confidence tokens are preferred,
+            # drawn without replacement by Gumbel-top-k. Iteration 0 masks every unknown token.
+            draw = -log_p + gumbel(log_p.shape, generator=generator, device=log_p.device)
+            remask = top_per_row(draw, remask_count(count, step=step, steps=options.steps), unknown)
+            logits = self._logits(
+                model,
+                context,
+                Segment(modality=part.modality, tokens=tokens, lengths=lengths),
+                remask,
+                weight=guidance_weight(options.guidance, step=step, steps=options.steps),
+            )
+            sampled, sampled_log_p = sample_tokens(
+                logits, temperature=options.temperature, top_k=options.top_k, generator=generator
+            )
+            tokens = torch.where(remask, sampled, tokens)
+            log_p = torch.where(remask, sampled_log_p, log_p)
+        return Segment(modality=part.modality, tokens=tokens, lengths=lengths)
+
+    def _predict_lengths(
+        self, model: Any, context: list[_Known], part: RequestSegment, *, generator: torch.Generator
+    ) -> torch.Tensor:
+        """One pass with the target fully masked; the BEGIN token's length head (class k = length k + 1)."""
+        options = self.variable
+        if not callable(getattr(model, "length_logits", None)):
+            raise TypeError(
+                f"model {type(model).__name__} has no length head; give the {part.modality!r} target lengths"
+            )
+        tokens = part.tokens
+        full = torch.full((tokens.shape[0],), tokens.shape[1], dtype=torch.long, device=tokens.device)
+        target = Part(
+            segment=Segment(modality=part.modality, tokens=tokens, lengths=full),
+            mask=torch.ones_like(tokens, dtype=torch.bool),
+            predict_length=True,
+        )
+        packed = pack(model.token_space, _items(context, target))
+        hidden = model(packed)
+        logits = model.length_logits(hidden[:, packed.spans[-1].begin]).float()
+        top = logits.topk(min(options.length_top_k, logits.shape[-1]), dim=-1)
+        pick = torch.multinomial(top.values.softmax(-1).to(generator.device), 1, generator=generator).to(tokens.device)
+        lengths = top.indices.gather(1, pick).squeeze(1) + 1
+        if options.length_jitter:
+            offset = torch.randint(
+                -options.length_jitter,
+                options.length_jitter + 1,
+                lengths.shape,
+                generator=generator,
+                device=generator.device,
+            ).to(tokens.device)
+            lengths = lengths + offset
+        return torch.maximum(lengths, _shortest(part, fix_eos=options.fix_eos)).clamp(max=tokens.shape[1])
+
+    def _logits(
+        self, model: Any, context: list[_Known], target: Segment, masked: torch.Tensor, *, weight: float
+    ) -> torch.Tensor:
+        """Target logits [B, L, V]; guided when `weight` > 0 (unconditional pass: context all MASK)."""
+        cond = _target_logits(model, context, Part(segment=target, mask=masked))
+        if weight == 0:
+            return cond
+        dropped = [attrs.evolve(c, mask=torch.ones_like(c.mask)) for c in context]
+        uncond = _target_logits(model, dropped, Part(segment=target, mask=masked))
+        return guide(cond, uncond, weight)
+
+
+def _target_logits(model: Any, context: list[_Known], target: Part) -> torch.Tensor:
+    packed = pack(model.token_space, _items(context, target))
+    span = packed.spans[-1]
+    hidden = model(packed)
+    return model.logits(hidden[:, span.start : span.stop], target.segment.modality).float()
+
+
+def _items(context: list[_Known], target: Part) -> list[str | Part]:
+    return ["BOC", *(Part(segment=c.segment, mask=c.mask) for c in context), "BOG", target]
+
+
+def _as_known(part: RequestSegment) -> _Known:
+    lengths = _lengths(part)
+    segment = Segment(modality=part.modality, tokens=part.tokens, lengths=lengths)
+    return _Known(segment=segment, mask=~part.known.bool() & segment.valid())
+
+
+def _lengths(part: RequestSegment) -> torch.Tensor:
+    if part.lengths is not None:
+        return part.lengths.to(part.tokens.device)
+    return torch.full((part.tokens.shape[0],), part.tokens.shape[1], dtype=torch.long, device=part.tokens.device)
+
+
+def _valid(tokens: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+    return torch.arange(tokens.shape[1], device=tokens.device)[None, :] < lengths[:, None]
+
+
+def _shortest(part: RequestSegment, *, fix_eos: bool) -> torch.Tensor:
+    """Per row, the shortest length that keeps every known token, adds one new token and, if fixed, EOS."""
+    known = part.known.bool()
+    positions = torch.arange(1, known.shape[1] + 1, device=known.device)
+    last_known = (known * positions).amax(dim=1)
+    return (last_known + 1 + int(fix_eos)).clamp(max=known.shape[1])

@@ -1,0 +1,10 @@
+"""Built-in samplers, registered like any third-party plugin."""
+
+from mmgen.hookspecs import hookimpl
+
+
+@hookimpl
+def register_samplers(register):
+    from .maskgit import MaskGitSampler
+
+    register(MaskGitSampler)

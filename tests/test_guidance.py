@@ -1,0 +1,175 @@
+"""Classifier-free guidance: condition dropout for training, guided logits and schedules for sampling."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from generation_helpers import FakeModel, spaces, uniform_over
+from generation_helpers import one_thread  # noqa: F401 (an autouse fixture)
+from mmgen.batch import Segment, TokenBatch
+from mmgen.plugins.generation.guidance import GuidanceOptions, drop_condition, guidance_weight, guide
+from mmgen.protocols import GenerationRequest, RequestSegment
+from mmgen.samplers.maskgit import FixedLengthOptions, MaskGitSampler, VariableLengthOptions
+from mmgen.task import Task
+
+T2I = Task(name="t2i", context=("text",), target=("image",))
+
+
+def test_schedules():
+    constant = GuidanceOptions(scale=3.0)
+    rising = GuidanceOptions(scale=3.0, schedule="linear")
+    assert [guidance_weight(constant, step=t, steps=4) for t in range(4)] == [3.0] * 4
+    assert [guidance_weight(rising, step=t, steps=4) for t in range(4)] == [0.0, 1.0, 2.0, 3.0]
+    assert guidance_weight(rising, step=0, steps=1) == 3.0
+    with pytest.raises(ValueError, match="guidance scale must be >= 0"):
+        GuidanceOptions(scale=-1.0)
+
+
+def test_guide_extrapolates_away_from_the_unconditional_logits():
+    cond, uncond = torch.tensor([1.0, 0.5]), torch.tensor([0.0, 1.5])
+    assert guide(cond, uncond, 2.0).tolist() == [3.0, -1.5]
+    assert guide(cond, uncond, 0.0) is cond
+
+
+def toy_model():
+    space = spaces()
+    # Unconditional: token 1 (logit 1.0) beats token 2 (0.0). A visible context adds 0.9 to token 2:
+    # conditioned, token 1 still wins (1.0 > 0.9); guided with w, token 2 gets 0.9 + 0.9 w.
+    base = torch.full((4, 8), -30.0)
+    base[:, 1], base[:, 2] = 1.0, 0.0
+    shift = torch.zeros(4, 8)
+    shift[:, 2] = 0.9
+    text = uniform_over([3] * 6, 10)
+    return FakeModel(
+        space, {"image": base, "text": text}, conditioned_shift={"image": shift, "text": torch.zeros_like(text)}
+    )
+
+
+def t2i_request():
+    return GenerationRequest(
+        segments=[
+            RequestSegment(
+                modality="text",
+                tokens=torch.tensor([[1, 2, 0, 0, 0, 0]]),
+                known=torch.ones(1, 6, dtype=torch.bool),
+                lengths=torch.tensor([3]),
+            ),
+            RequestSegment(
+                modality="image",
+                tokens=torch.zeros(1, 4, dtype=torch.long),
+                known=torch.zeros(1, 4, dtype=torch.bool),
+                target=True,
+            ),
+        ]
+    )
+
+
+def argmax_sampler(guidance):
+    return MaskGitSampler(fixed=FixedLengthOptions(steps=4, top_k=1, guidance=guidance))
+
+
+def test_scale_zero_equals_unguided_and_skips_the_unconditional_pass():
+    for seed in range(3):
+        plain_model, zero_model = toy_model(), toy_model()
+        plain = MaskGitSampler().generate(plain_model, t2i_request(), generator=torch.Generator().manual_seed(seed))
+        zero = MaskGitSampler(
+            fixed=FixedLengthOptions(guidance=GuidanceOptions(scale=0.0, schedule="linear"))
+        ).generate(zero_model, t2i_request(), generator=torch.Generator().manual_seed(seed))
+        assert torch.equal(plain.segments[0].tokens, zero.segments[0].tokens)
+        assert len(zero_model.calls) == len(plain_model.calls) == 4
+
+
+def test_guidance_runs_an_unconditional_pass_with_the_context_masked():
+    model = toy_model()
+    out = argmax_sampler(GuidanceOptions(scale=1.0)).generate(
+        model, t2i_request(), generator=torch.Generator().manual_seed(0)
+    )
+    assert out.segments[0].tokens.tolist() == [[2, 2, 2, 2]]
+    assert len(model.calls) == 8  # conditional and unconditional pass per step
+    for call in range(8):
+        context = model.masked_in(call, "text", 0)[0, :3]
+        assert context.all() == (call % 2 == 1)
+    # The target is the same in both passes of a step.
+    assert torch.equal(model.masked_in(2, "image"), model.masked_in(3, "image"))
+
+
+def test_unguided_follows_the_conditional_argmax():
+    out = argmax_sampler(GuidanceOptions(scale=0.0)).generate(toy_model(), t2i_request(), generator=torch.Generator())
+    assert out.segments[0].tokens.tolist() == [[1, 1, 1, 1]]
+
+
+def test_linear_schedule_starts_unguided():
+    # Step 0 (w = 0) fixes one token to 1; steps 1..3 (w = 1/3, 2/3, 1) pick 2 (0.9 + 0.9 w > 1.0).
+    model = toy_model()
+    out = argmax_sampler(GuidanceOptions(scale=1.0, schedule="linear")).generate(
+        model, t2i_request(), generator=torch.Generator()
+    )
+    assert sorted(out.segments[0].tokens[0].tolist()) == [1, 2, 2, 2]
+    assert len(model.calls) == 1 + 2 * 3
+
+
+def test_text_guidance_uses_the_variable_length_options():
+    space = spaces()
+    text = torch.full((6, 10), -30.0)
+    text[:, 3], text[:, 4] = 1.0, 0.0
+    shift = torch.zeros(6, 10)
+    shift[:, 4] = 0.9
+    model = FakeModel(
+        space,
+        {"image": uniform_over([8] * 4, 8), "text": text},
+        conditioned_shift={"image": torch.zeros(4, 8), "text": shift},
+    )
+    request = GenerationRequest(
+        segments=[
+            RequestSegment(
+                modality="image", tokens=torch.tensor([[1, 2, 3, 4]]), known=torch.ones(1, 4, dtype=torch.bool)
+            ),
+            RequestSegment(
+                modality="text",
+                tokens=torch.zeros(1, 6, dtype=torch.long),
+                known=torch.zeros(1, 6, dtype=torch.bool),
+                lengths=torch.tensor([4]),
+                target=True,
+            ),
+        ]
+    )
+    guided = MaskGitSampler(variable=VariableLengthOptions(steps=2, top_k=1, guidance=GuidanceOptions(scale=1.0)))
+    assert guided.generate(model, request, generator=torch.Generator()).segments[0].tokens.tolist() == [
+        [4, 4, 4, 4, 0, 0]
+    ]
+    plain = MaskGitSampler(variable=VariableLengthOptions(steps=2, top_k=1))
+    assert plain.generate(model, request, generator=torch.Generator()).segments[0].tokens.tolist() == [
+        [3, 3, 3, 3, 0, 0]
+    ]
+
+
+def batch(rows=8):
+    image = Segment.full("image", torch.arange(rows * 4).view(rows, 4) % 8)
+    lengths = torch.tensor([2, 3, 4, 5, 6, 6, 2, 3][:rows])
+    text = Segment(modality="text", tokens=torch.ones(rows, 6, dtype=torch.long), lengths=lengths)
+    return TokenBatch(segments=[image, text])
+
+
+def test_drop_condition_masks_every_valid_context_token_of_dropped_rows():
+    masks = drop_condition(batch(), T2I, p=1.0, generator=torch.Generator())
+    assert set(masks) == {"text"}  # the image is the target
+    assert torch.equal(masks["text"], batch().modality("text").valid())  # padding stays padding
+    assert not drop_condition(batch(), T2I, p=0.0, generator=torch.Generator())["text"].any()
+
+
+def test_drop_condition_draws_rows_from_the_generator_once_for_all_context():
+    masks = drop_condition(batch(8), T2I, p=0.5, generator=torch.Generator().manual_seed(0))
+    expected = torch.rand(8, generator=torch.Generator().manual_seed(0)) < 0.5
+    assert torch.equal(masks["text"], batch(8).modality("text").valid() & expected[:, None])
+    both = Task(name="it2t", context=("image", "text"), target=("audio",))
+    masks = drop_condition(batch(8), both, p=0.5, generator=torch.Generator().manual_seed(0))
+    assert torch.equal(masks["image"].any(dim=1), expected) and torch.equal(masks["text"].any(dim=1), expected)
+
+
+def test_drop_condition_rejects_bad_inputs():
+    with pytest.raises(ValueError, match=r"p must be in \[0, 1\], got 1.5"):
+        drop_condition(batch(), T2I, p=1.5, generator=torch.Generator())
+    t2t = Task(name="t2t", context=("text",), target=("text",))
+    with pytest.raises(ValueError, match=r"\['text'\] is both context and target"):
+        drop_condition(batch(), t2t, p=0.1, generator=torch.Generator())
