@@ -1,0 +1,89 @@
+import pytest
+import torch
+
+from mmgen.tokenizers.sentencepiece_bpe import EOS_ID, SentencePieceBPE
+
+CAPTIONS = [
+    "a large red circle in the top left",
+    "a small blue square in the center and a large green cross in the right",
+    "there is a yellow triangle",
+    "A Picture of a purple square",
+] * 20
+
+
+@pytest.fixture(scope="module")
+def bpe():
+    tokenizer = SentencePieceBPE(vocab_size=120, max_length=12, dropout=0.1)
+    tokenizer.train(CAPTIONS)
+    return tokenizer
+
+
+def test_token_space_uses_eos_as_pad(bpe):
+    space = bpe.token_space
+    assert (space.name, space.shape, space.variable_length) == ("text", (12,), True)
+    assert space.pad_id == space.eos_id == EOS_ID
+
+
+def test_round_trip_is_exact_and_lower_cased(bpe):
+    texts = ["a large red circle in the top left", "A Picture of a  purple square"]
+    segment = bpe.encode(texts)
+    assert bpe.decode(segment) == ["a large red circle in the top left", "a picture of a purple square"]
+
+
+def test_eos_closes_each_row_and_pads_the_rest(bpe):
+    segment = bpe.encode(["there is a yellow triangle", ""])
+    first, empty = segment.tokens.tolist()
+    n = segment.lengths[0].item()
+    assert first[n - 1] == EOS_ID and EOS_ID not in first[: n - 1]
+    assert first[n:] == [EOS_ID] * (12 - n)
+    assert segment.lengths[1].item() == 1 and empty == [EOS_ID] * 12
+
+
+def test_truncates_to_max_length_keeping_eos(bpe):
+    long = " and ".join(["a small blue square in the center"] * 5)
+    ids = bpe.encode_ids(long)
+    assert len(ids) == 12 and ids[-1] == EOS_ID
+
+
+def test_dropout_only_when_training():
+    bpe = SentencePieceBPE(vocab_size=120, max_length=64, dropout=0.1)
+    bpe.train(CAPTIONS)
+    text = ["a small blue square in the center and a large green cross in the right"]
+    plain = [bpe.encode(text).tokens for _ in range(5)]
+    assert all(torch.equal(plain[0], p) for p in plain)
+    import sentencepiece as spm
+
+    spm.set_random_generator_seed(3)
+    sampled = [bpe.encode(text, training=True).tokens for _ in range(20)]
+    assert any(not torch.equal(plain[0], s) for s in sampled)
+    # Any segmentation decodes to the same text.
+    assert {bpe.decode(bpe.encode(text, training=True))[0] for _ in range(5)} == {text[0]}
+
+
+def test_decode_drops_specials_and_out_of_range_ids(bpe):
+    ids = bpe.encode_ids("a large red circle")
+    assert bpe.decode_ids([0, *ids[:-1], 9999, EOS_ID, *ids]) == "a large red circle"
+
+
+def test_save_load_preserves_tokens_and_hash(bpe, tmp_path):
+    bpe.save(tmp_path / "text")
+    loaded = SentencePieceBPE.load(tmp_path / "text")
+    assert loaded.content_hash() == bpe.content_hash()
+    assert torch.equal(loaded.encode(CAPTIONS[:4]).tokens, bpe.encode(CAPTIONS[:4]).tokens)
+
+
+def test_training_is_deterministic_and_hash_tracks_content():
+    a, b, c = (SentencePieceBPE(vocab_size=120, max_length=12) for _ in range(3))
+    a.train(CAPTIONS)
+    b.train(CAPTIONS)
+    c.train(CAPTIONS[:2])
+    assert a.content_hash() == b.content_hash() != c.content_hash()
+
+
+def test_errors():
+    with pytest.raises(RuntimeError, match="not trained yet"):
+        SentencePieceBPE().encode(["x"])
+    with pytest.raises(ValueError, match="no non-empty text"):
+        SentencePieceBPE().train(["", "  "])
+    with pytest.raises(ValueError, match="max_length must be >= 2"):
+        SentencePieceBPE(max_length=1)

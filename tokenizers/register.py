@@ -1,0 +1,17 @@
+"""Built-in tokenizers and the stage that trains them, registered like any plugin."""
+
+from mmgen.hookspecs import hookimpl
+
+
+@hookimpl
+def register_tokenizers(register):
+    from .sentencepiece_bpe import SentencePieceBPE
+
+    register(SentencePieceBPE)
+
+
+@hookimpl
+def register_stages(register):
+    from .stage import TokenizersStage
+
+    register(TokenizersStage)

@@ -1,0 +1,197 @@
+"""`sentencepiece_bpe`: a BPE text tokenizer trained in-process from a dataset's captions.
+
+MAGVLT's text side (magvlt.md, "Tokens"): lower-cased BPE, at most `max_length`
+tokens, end-of-text closes every caption and also serves as the pad, BPE-dropout
+(0.1) during training only.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+from pathlib import Path
+from typing import Any, Callable, ClassVar, Iterable, Iterator, Sequence
+
+import attrs
+
+from mmgen.atomic import atomic_write_bytes, atomic_write_text
+from mmgen.batch import Record, Segment
+from mmgen.token_space import TokenSpace
+
+MODEL_FILE = "spm.model"
+CONFIG_FILE = "bpe.json"
+UNK_ID, EOS_ID = 0, 1  # SentencePiece ids we reserve; no BOS and no separate PAD (EOS pads)
+
+
+class SentencePieceBPE:
+    name: ClassVar[str] = "sentencepiece_bpe"
+
+    @attrs.frozen(kw_only=True)
+    class Config:
+        modality: str = "text"
+        vocab_size: int = 49_408  # the paper's; small corpora get fewer (see `fit`)
+        max_length: int = 64
+        dropout: float = 0.1  # BPE-dropout probability, applied only with training=True
+        lowercase: bool = True
+        max_sentences: int = 2_000_000  # captions read for training
+
+    def __init__(
+        self,
+        *,
+        modality: str = "text",
+        vocab_size: int = 49_408,
+        max_length: int = 64,
+        dropout: float = 0.1,
+        lowercase: bool = True,
+        max_sentences: int = 2_000_000,
+        model_proto: bytes | None = None,
+    ) -> None:
+        if max_length < 2:
+            raise ValueError(f"sentencepiece_bpe: max_length must be >= 2 (a token and EOS), got {max_length}")
+        if not 0.0 <= dropout < 1.0:
+            raise ValueError(f"sentencepiece_bpe: dropout must be in [0, 1), got {dropout}")
+        self.modality = modality
+        self.vocab_size = vocab_size
+        self.max_length = max_length
+        self.dropout = dropout
+        self.lowercase = lowercase
+        self.max_sentences = max_sentences
+        self._processor: Any = None
+        self._proto: bytes | None = None
+        if model_proto is not None:
+            self._set_model(model_proto)
+
+    @classmethod
+    def from_config(cls, config: Config, **_: Any) -> SentencePieceBPE:
+        return cls(**attrs.asdict(config))
+
+    def _options(self) -> dict[str, Any]:
+        return {
+            "modality": self.modality,
+            "vocab_size": self.vocab_size,
+            "max_length": self.max_length,
+            "dropout": self.dropout,
+            "lowercase": self.lowercase,
+            "max_sentences": self.max_sentences,
+        }
+
+    def _set_model(self, proto: bytes) -> None:
+        import sentencepiece as spm
+
+        processor = spm.SentencePieceProcessor()
+        processor.LoadFromSerializedProto(proto)
+        if processor.eos_id() != EOS_ID or processor.unk_id() != UNK_ID:
+            raise ValueError("sentencepiece_bpe: model was not trained with unk=0, eos=1")
+        self._processor, self._proto = processor, proto
+
+    @property
+    def trained(self) -> bool:
+        return self._processor is not None
+
+    def _require(self) -> Any:
+        if self._processor is None:
+            raise RuntimeError("sentencepiece_bpe: not trained yet; call fit() or load()")
+        return self._processor
+
+    # --- training -------------------------------------------------------
+
+    def train(self, texts: Iterable[str]) -> None:
+        """Train BPE on `texts` (deterministic: one thread, no sentence sampling)."""
+        import sentencepiece as spm
+
+        sentences = [self._normalise(t) for _, t in zip(range(self.max_sentences), texts)]
+        sentences = [s for s in sentences if s]
+        if not sentences:
+            raise ValueError("sentencepiece_bpe: no non-empty text to train on")
+        model = io.BytesIO()
+        spm.SentencePieceTrainer.train(
+            sentence_iterator=iter(sentences),
+            model_writer=model,
+            model_type="bpe",
+            vocab_size=self.vocab_size,
+            hard_vocab_limit=False,  # a small corpus (Shapes) has fewer merges than asked for
+            character_coverage=1.0,
+            unk_id=UNK_ID,
+            eos_id=EOS_ID,
+            bos_id=-1,
+            pad_id=-1,
+            num_threads=1,
+            input_sentence_size=0,
+            shuffle_input_sentence=False,
+            minloglevel=2,
+        )
+        self._set_model(model.getvalue())
+
+    def fit(self, records: Callable[[str], Iterator[Record]], **_: Any) -> None:
+        """Train on every caption of the train split."""
+        self.train(caption for record in records("train") for caption in record.captions)
+
+    # --- the Tokenizer protocol -----------------------------------------
+
+    @property
+    def token_space(self) -> TokenSpace:
+        size = self._require().get_piece_size()
+        return TokenSpace(
+            name=self.modality, vocab_size=size, shape=(self.max_length,), variable_length=True, pad_id=EOS_ID, eos_id=EOS_ID
+        )
+
+    def _normalise(self, text: str) -> str:
+        text = " ".join(text.split())
+        return text.lower() if self.lowercase else text
+
+    def load_item(self, data: bytes) -> str:
+        return data.decode("utf-8")
+
+    def encode_ids(self, text: str, *, training: bool = False) -> list[int]:
+        """Token ids of one text, ending in EOS, at most `max_length` long."""
+        processor = self._require()
+        sample = training and self.dropout > 0
+        ids = processor.encode(self._normalise(text), out_type=int, enable_sampling=sample, alpha=self.dropout, nbest_size=-1)
+        return [*ids[: self.max_length - 1], EOS_ID]
+
+    def encode(self, items: Sequence[str], *, training: bool = False) -> Segment:
+        import torch
+
+        rows = [self.encode_ids(text, training=training) for text in items]
+        tokens = torch.full((len(rows), self.max_length), EOS_ID, dtype=torch.long)
+        for i, ids in enumerate(rows):
+            tokens[i, : len(ids)] = torch.tensor(ids)
+        lengths = torch.tensor([len(ids) for ids in rows], dtype=torch.long)
+        return Segment(modality=self.modality, tokens=tokens, lengths=lengths)
+
+    def decode_ids(self, ids: Iterable[int]) -> str:
+        """Text of `ids`, stopping at EOS; special and out-of-range ids are dropped."""
+        processor = self._require()
+        size = processor.get_piece_size()
+        kept = []
+        for token in ids:
+            if token == EOS_ID:
+                break
+            if 0 <= token < size and not processor.is_control(token) and token != UNK_ID:
+                kept.append(int(token))
+        return processor.decode(kept)
+
+    def decode(self, segment: Segment) -> list[str]:
+        tokens, lengths = segment.tokens.tolist(), segment.lengths.tolist()
+        return [self.decode_ids(row[:n]) for row, n in zip(tokens, lengths)]
+
+    # --- persistence ----------------------------------------------------
+
+    def save(self, directory: Path) -> None:
+        directory = Path(directory)
+        proto = self._proto if self._proto is not None else self._require()
+        atomic_write_bytes(directory / MODEL_FILE, proto)
+        atomic_write_text(directory / CONFIG_FILE, json.dumps(self._options(), indent=2, sort_keys=True))
+
+    @classmethod
+    def load(cls, directory: Path) -> SentencePieceBPE:
+        directory = Path(directory)
+        options = json.loads((directory / CONFIG_FILE).read_text())
+        return cls(**options, model_proto=(directory / MODEL_FILE).read_bytes())
+
+    def content_hash(self) -> str:
+        proto = self._proto if self._proto is not None else self._require()
+        digest = hashlib.sha256(proto)
+        digest.update(json.dumps(self._options(), sort_keys=True).encode())
+        return digest.hexdigest()[:16]

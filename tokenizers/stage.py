@@ -1,0 +1,65 @@
+"""The `tokenizers` recipe stage: trains each modality's tokenizer on the data stage's stores."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any, ClassVar, Iterator
+
+import attrs
+
+from mmgen.batch import Record
+from mmgen.config import Spec, components
+from mmgen.stage import StageContext
+
+from .saved import save_tokenizers
+
+log = logging.getLogger(__name__)
+
+
+class TokenizersStage:
+    """Builds every listed tokenizer, fits the trainable ones, saves all in listed order.
+
+    The listed order is the joint token space's order, so list the image tokenizer
+    first for MAGVLT's layout (image codes, then text codes).
+    """
+
+    name: ClassVar[str] = "tokenizers"
+
+    @attrs.frozen(kw_only=True)
+    class Config:
+        tokenizers: tuple[Spec, ...] = components("tokenizers")
+        data_stage: str = "data"
+
+    def __init__(self, *, config: Config) -> None:
+        if not config.tokenizers:
+            raise ValueError("the tokenizers stage needs at least one tokenizer")
+        self.config = config
+
+    @classmethod
+    def from_config(cls, config: Config, **_: Any) -> TokenizersStage:
+        return cls(config=config)
+
+    def run(self, ctx: StageContext) -> None:
+        from mmgen.plugins.datasets.lmdb_store import LmdbStore
+
+        data_dir = ctx.artefact(self.config.data_stage)
+
+        def records(split: str) -> Iterator[Record]:
+            path = Path(data_dir) / f"{split}.lmdb"
+            if not path.exists():
+                raise FileNotFoundError(f"the data stage wrote no {split!r} split ({path} is missing)")
+            return LmdbStore(path).records()
+
+        tokenizers: dict[str, Any] = {}
+        for spec in self.config.tokenizers:
+            tokenizer = ctx.registry.build(spec)
+            if tokenizer.modality in tokenizers:
+                raise ValueError(f"two tokenizers for modality {tokenizer.modality!r}")
+            fit = getattr(tokenizer, "fit", None)
+            if fit is not None:
+                log.info("training the %s tokenizer (%s)", tokenizer.modality, spec.use)
+                work = ctx.out_dir / "work" / tokenizer.modality
+                fit(records, out_dir=work, tracker=ctx.tracker, device=ctx.device, seed=ctx.seed)
+            tokenizers[tokenizer.modality] = tokenizer
+        save_tokenizers(tokenizers, ctx.out_dir)
