@@ -1,0 +1,15 @@
+from mmgen.hookspecs import hookimpl
+
+
+@hookimpl
+def register_objectives(register):
+    # Imported here: loading plugins must not import torch.
+    from .mask import MaskPrediction
+    from .mixsel import MixSel
+    from .target_length import TargetLength
+    from .unroll_mask import UnrollMask
+
+    register(MaskPrediction)
+    register(TargetLength)
+    register(UnrollMask)
+    register(MixSel)

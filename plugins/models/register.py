@@ -1,0 +1,8 @@
+from mmgen.hookspecs import hookimpl
+
+
+@hookimpl
+def register_models(register):
+    from .magvlt import MagvltModel  # imported here: loading plugins must not import torch
+
+    register(MagvltModel)

@@ -1,0 +1,64 @@
+"""A trained model on disk: `weights.pt` (a plain state_dict) and `model.json` (its Spec and token space).
+
+`load_trained_model(directory, registry)` rebuilds it with no other artefact:
+the token space travels with the weights, so ids always mean what they meant
+in training.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from mmgen.atomic import atomic_write_bytes, atomic_write_text
+from mmgen.config import Spec, structure_spec, to_data
+from mmgen.token_space import JointTokenSpace, TokenSpace
+
+WEIGHTS_FILE = "weights.pt"
+DESCRIPTION_FILE = "model.json"
+FORMAT = 1
+
+
+def space_to_data(space: JointTokenSpace) -> dict[str, Any]:
+    return to_data(space)
+
+
+def space_from_data(data: Mapping[str, Any]) -> JointTokenSpace:
+    return JointTokenSpace(
+        spaces=[TokenSpace(**{**s, "shape": tuple(s["shape"])}) for s in data["spaces"]],
+        extra_specials=tuple(data["extra_specials"]),
+    )
+
+
+def save_trained_model(
+    directory: Path, *, state_dict: Mapping[str, torch.Tensor], spec: Spec, token_space: JointTokenSpace
+) -> None:
+    """Write the weights, then the description (each atomically)."""
+    directory = Path(directory)
+    buffer = io.BytesIO()
+    torch.save({name: tensor.detach().cpu() for name, tensor in state_dict.items()}, buffer)
+    atomic_write_bytes(directory / WEIGHTS_FILE, buffer.getvalue())
+    description = {"format": FORMAT, "model": to_data(spec), "token_space": space_to_data(token_space)}
+    atomic_write_text(directory / DESCRIPTION_FILE, json.dumps(description, indent=2))
+
+
+def load_trained_model(directory: Path, registry: Any, *, device: str | torch.device = "cpu") -> Any:
+    """The model saved in `directory`, on `device`, in eval mode."""
+    directory = Path(directory)
+    description_path = directory / DESCRIPTION_FILE
+    if not description_path.is_file():
+        raise FileNotFoundError(f"no trained model in {directory}: {DESCRIPTION_FILE} is missing")
+    description = json.loads(description_path.read_text(encoding="utf-8"))
+    if description.get("format") != FORMAT:
+        raise ValueError(f"{description_path}: unknown format {description.get('format')!r} (expected {FORMAT})")
+    space = space_from_data(description["token_space"])
+    spec = structure_spec("models", description["model"], path="model", registry=registry)
+    model = registry.build(spec, token_space=space)
+    state = torch.load(directory / WEIGHTS_FILE, map_location="cpu", weights_only=True)
+    model.load_state_dict(state)
+    return model.to(device).eval()
