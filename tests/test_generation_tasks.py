@@ -346,6 +346,7 @@ def test_cli_generates_with_loaded_artefacts(tmp_path, monkeypatch):
         return loaded
 
     monkeypatch.setattr(artefacts_module, "load_for_generation", fake_load)
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'mlflow.db'}")
     (tmp_path / "tok").mkdir(), (tmp_path / "model").mkdir()
     (tmp_path / "in.png").write_bytes(_png(stripes()))
     out = tmp_path / "out"
@@ -371,7 +372,14 @@ def test_cli_generates_with_loaded_artefacts(tmp_path, monkeypatch):
     assert (seen["tokenizers_dir"], seen["clip_dir"]) == (tmp_path / "tok", None)
     assert [g.outputs for g in load_generations(out)] == [{"text": "red circle"}]
     assert (out / "grid-i2t.png").is_file()
-    bad = CliRunner().invoke(generate, [*args[:-4], "--set", "variable.stepz=2"])
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(tracking_uri=f"sqlite:///{tmp_path / 'mlflow.db'}")
+    (run,) = client.search_runs([client.get_experiment_by_name("generate").experiment_id])
+    assert (run.info.run_name, run.info.status, run.data.params["variable.steps"]) == ("generate-i2t", "FINISHED", "2")
+    logged = sorted(a.path for a in client.list_artifacts(run.info.run_id, "generations"))
+    assert "generations/grid-i2t.png" in logged and "generations/generations.jsonl" in logged
+    bad = CliRunner().invoke(generate, [*args[:-4], "--set", "variable.stepz=2", "--tracker", "none"])
     assert bad.exit_code == 2 and "did you mean 'steps'" in bad.output
 
 

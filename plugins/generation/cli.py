@@ -98,6 +98,14 @@ def _stage_dir(explicit: Path | None, run_dir: Path | None, stage: str, *, requi
 @click.option("--batch-size", type=int, default=16, show_default=True)
 @click.option("--device", default="cpu", show_default=True)
 @click.option(
+    "--tracker",
+    "tracker_name",
+    default="mlflow",
+    show_default=True,
+    help="Where the outputs are logged (a registered tracker: mlflow, none, ...).",
+)
+@click.option("--experiment", default="generate", show_default=True, help="MLflow experiment of the run.")
+@click.option(
     "--out",
     "out_dir",
     type=click.Path(file_okay=False, path_type=Path),
@@ -121,6 +129,8 @@ def generate(
     seed,
     batch_size,
     device,
+    tracker_name,
+    experiment,
     out_dir,
 ):
     """Generate with a trained model: PNGs, a grid and generations.jsonl in --out."""
@@ -135,6 +145,7 @@ def generate(
 
     registry = load_registry()
     try:
+        tracker = registry.build(_tracker_spec(tracker_name, experiment, registry))
         sampler = registry.build(_sampler_spec(sampler_name, overrides, registry))
         box = parse_box(region) if region else None
     except (ConfigError, ValueError) as exc:
@@ -164,6 +175,26 @@ def generate(
         text = generation.outputs.get("text")
         click.echo(f"{generation.key}\t{text}" if text is not None else generation.key)
     click.echo(f"wrote {jsonl} and grid-{task}.png in {out_dir}")
+    _track(tracker, task=task, seed=seed, candidates=candidates, overrides=overrides, out_dir=out_dir)
+
+
+def _tracker_spec(name: str, experiment: str, registry):
+    from mmgen.config import structure_spec
+
+    data = {"use": name, "experiment": experiment} if name == "mlflow" else {"use": name}
+    return structure_spec("trackers", data, path="--tracker", registry=registry)
+
+
+def _track(tracker, *, task: str, seed: int, candidates: int, overrides: tuple[str, ...], out_dir: Path) -> None:
+    """One tracked run per command: its options as params, the output folder as artefacts."""
+    tracker.start(run_name=f"generate-{task}", tags={"mmgen.command": "generate"})
+    status = "FAILED"
+    try:
+        tracker.log_params({"task": task, "seed": seed, "candidates": candidates, **dict(o.split("=", 1) for o in overrides)})
+        tracker.log_artifact(out_dir, artifact_path="generations")
+        status = "FINISHED"
+    finally:
+        tracker.end(status=status)
 
 
 def register_commands(cli: click.Group) -> None:
