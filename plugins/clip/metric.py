@@ -87,12 +87,14 @@ class ClipScore:
     def compute(self, generations: Iterable[Generation]) -> dict[str, float]:
         from mmgen.plugins.generation.tasks import image_text_pair, numpy_to_image
 
-        reranker = self._ready()
         by_task: dict[str, list] = {}
         for generation in generations:
             pair = image_text_pair(generation)
             if pair is not None:
                 by_task.setdefault(generation.task, []).append(pair)
+        if not by_task:
+            return {}
+        reranker = self._ready()  # the CLIP model loads only when there is something to score
         results, everything = {}, []
         for task, pairs in sorted(by_task.items()):
             scores = torch.cat(
