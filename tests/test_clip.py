@@ -174,8 +174,10 @@ def test_clip_score_loads_its_stages_on_first_use(tmp_path, monkeypatch):
     from mmgen.plugins.generation import artefacts
 
     metric = ClipScore.from_config(ClipScore.Config(), artefacts={"tokenizers": tmp_path}, registry=None)
+    assert metric.compute([]) == {}  # nothing to score: nothing loaded
+    pair = Generation(task="t2i", key="k", inputs={"text": "red"}, outputs={"image": np.zeros((16, 16, 3), np.uint8)})
     with pytest.raises(KeyError, match=r"clip_score needs earlier \['clip'\] stage\(s\)"):
-        metric.compute([])
+        metric.compute([pair])
     save_clip(tiny_clip(seed=3), tmp_path / "clip")
     monkeypatch.setattr(artefacts, "load_tokenizers", lambda folder, registry: tokenizers())
     metric = ClipScore.from_config(ClipScore.Config(), artefacts={"tokenizers": tmp_path, "clip": tmp_path / "clip"})
