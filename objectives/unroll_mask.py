@@ -36,7 +36,7 @@ from mmgen.layout import pack
 from mmgen.protocols import ObjectiveOutput, StepInput
 from mmgen.token_space import JointTokenSpace
 
-from .masked_forward import MaskedForward, masked_forward, span_logits
+from .masked_forward import MaskedForward, input_masks, masked_forward, span_logits
 from .masked_loss import masked_cross_entropy
 from .masking import draw_positions, mask_count, mask_ratio, uniform
 from .task_layout import task_items
@@ -113,7 +113,10 @@ class UnrollMask:
         rows = math.ceil(self.fraction * inputs.batch.batch_size)
         with torch.no_grad():
             filled, remasks = self.unroll(first, rows=rows, generator=inputs.generator)
-        packed = pack(self.token_space, task_items(self.token_space, inputs.task, filled, masks=remasks))
+        # Rows whose context the first pass dropped (guidance training) keep it dropped here.
+        dropped = {m: mask[:rows] for m, mask in first.dropped.items()}
+        items = task_items(self.token_space, inputs.task, filled, masks=input_masks(remasks, dropped))
+        packed = pack(self.token_space, items)
         hidden = model(packed)
         scored = remasks if self.loss_on == "remasked" else {m: first.masks[m][:rows] for m in remasks}
         logits = span_logits(model, packed, hidden, scored)

@@ -177,3 +177,24 @@ def test_options_are_checked_and_default_to_our_decisions():
         UnrollMask(token_space=tiny_space(), first_step="greedy")
     with pytest.raises(ValueError, match="fraction"):
         UnrollMask(token_space=tiny_space(), fraction=0.0)
+
+
+
+def test_second_step_keeps_dropped_context_masked():
+    """Guidance training: a row whose context the first pass dropped keeps it dropped in the unrolled pass."""
+    from mmgen.objectives.training_loss import CONDITION_DROPOUT_KEY
+    from objective_helpers import T2I
+
+    seen = []
+    model = tiny_model()
+    original = model.forward
+    model.forward = lambda packed: seen.append(packed.tokens.clone()) or original(packed)
+    inputs = StepInput(batch=hand_batch(), task=T2I, generator=torch.Generator().manual_seed(0))
+    inputs.shared[CONDITION_DROPOUT_KEY] = 1.0
+    UnrollMask(token_space=model.token_space)(model, inputs)
+    first = inputs.shared[SHARED_KEY]
+    span = first.packed.span("text")
+    valid = first.segments["text"].valid()
+    assert len(seen) == 2
+    for tokens in seen:
+        assert (tokens[:, span.start : span.stop][valid] == model.token_space.mask_id("text")).all()
