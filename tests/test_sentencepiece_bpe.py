@@ -87,3 +87,53 @@ def test_errors():
         SentencePieceBPE().train(["", "  "])
     with pytest.raises(ValueError, match="max_length must be >= 2"):
         SentencePieceBPE(max_length=1)
+
+
+def test_seeded_dropout_is_repeatable():
+    bpe = SentencePieceBPE(vocab_size=120, max_length=64, dropout=0.3)
+    bpe.train(CAPTIONS)
+    text = ["a small blue square in the center and a large green cross in the right"] * 4
+    first = bpe.encode(text, training=True, seed=7).tokens
+    assert torch.equal(first, bpe.encode(text, training=True, seed=7).tokens)
+    assert any(not torch.equal(first, bpe.encode(text, training=True, seed=s).tokens) for s in range(8, 12))
+    # Without `training` the seed changes nothing.
+    assert torch.equal(bpe.encode(text, seed=1).tokens, bpe.encode(text, seed=2).tokens)
+
+
+def test_byte_fallback_round_trips_unseen_characters():
+    plain = SentencePieceBPE(vocab_size=400, max_length=32)
+    plain.train(CAPTIONS)
+    assert plain.decode(plain.encode(["a red ⊕ circle"])) == ["a red  circle"]  # the unknown piece is dropped
+    spelled = SentencePieceBPE(vocab_size=400, max_length=32, byte_fallback=True)
+    spelled.train(CAPTIONS)
+    assert spelled.decode(spelled.encode(["a red ⊕ circle"])) == ["a red ⊕ circle"]
+    with pytest.raises(ValueError, match="Vocabulary size is smaller than required_chars"):
+        SentencePieceBPE(vocab_size=120, byte_fallback=True).train(CAPTIONS)
+
+
+def test_fit_reads_train_captions_and_logs_val_lengths():
+    from mmgen.batch import Record
+
+    def records(split):
+        if split == "test":
+            raise FileNotFoundError(split)
+        captions = CAPTIONS if split == "train" else ["a large red circle in the top left"]
+        return [Record(key=f"{split}{i}", modality="image", data=b"", captions=(c,)) for i, c in enumerate(captions)]
+
+    class Tracker:
+        logged = {}
+
+        def log_metrics(self, metrics, *, step=None):
+            self.logged.update(metrics)
+
+    bpe = SentencePieceBPE(vocab_size=120, max_length=12)
+    tracker = Tracker()
+    bpe.fit(records, tracker=tracker, out_dir=None, device="cpu", seed=0)
+    n = len(bpe.encode_ids("a large red circle in the top left"))
+    assert tracker.logged == {
+        "tokenizers/text/vocab_size": float(bpe.token_space.vocab_size),
+        "tokenizers/text/mean_length": float(n),
+        "tokenizers/text/truncated_share": 0.0,
+    }
+    with pytest.raises(TypeError, match="a list of texts, not one str"):
+        bpe.encode("a red circle")

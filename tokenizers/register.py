@@ -6,8 +6,10 @@ from mmgen.hookspecs import hookimpl
 @hookimpl
 def register_tokenizers(register):
     from .sentencepiece_bpe import SentencePieceBPE
+    from .vqgan.tokenizer import VQGANTokenizer
 
     register(SentencePieceBPE)
+    register(VQGANTokenizer)
 
 
 @hookimpl

@@ -23,6 +23,10 @@ def save_tokenizers(tokenizers: Mapping[str, Any], directory: Path | str) -> Non
     directory = Path(directory)
     entries = []
     for modality, tokenizer in tokenizers.items():
+        if not modality or modality in (".", "..") or "/" in modality or "\\" in modality:
+            raise ValueError(f"modality {modality!r} cannot name a folder")
+        if getattr(tokenizer, "modality", modality) != modality:
+            raise ValueError(f"the tokenizer saved as {modality!r} encodes modality {tokenizer.modality!r}")
         tokenizer.save(directory / modality)
         entries.append({"modality": modality, "use": tokenizer.name, "content_hash": tokenizer.content_hash()})
     atomic_write_text(directory / INDEX_FILE, json.dumps({"tokenizers": entries}, indent=2))

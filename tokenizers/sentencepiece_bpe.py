@@ -2,7 +2,10 @@
 
 MAGVLT's text side (magvlt.md, "Tokens"): lower-cased BPE, at most `max_length`
 tokens, end-of-text closes every caption and also serves as the pad, BPE-dropout
-(0.1) during training only.
+(0.1; Provilkov et al. 2020) during training only. Text is whitespace-collapsed
+and lower-cased; characters never seen in training decode to nothing unless
+`byte_fallback` spells them as UTF-8 bytes (256 extra pieces, so it needs
+vocab_size >= 256 + the characters seen).
 """
 
 from __future__ import annotations
@@ -35,6 +38,7 @@ class SentencePieceBPE:
         dropout: float = 0.1  # BPE-dropout probability, applied only with training=True
         lowercase: bool = True
         max_sentences: int = 2_000_000  # captions read for training
+        byte_fallback: bool = False
 
     def __init__(
         self,
@@ -45,6 +49,7 @@ class SentencePieceBPE:
         dropout: float = 0.1,
         lowercase: bool = True,
         max_sentences: int = 2_000_000,
+        byte_fallback: bool = False,
         model_proto: bytes | None = None,
     ) -> None:
         if max_length < 2:
@@ -57,6 +62,7 @@ class SentencePieceBPE:
         self.dropout = dropout
         self.lowercase = lowercase
         self.max_sentences = max_sentences
+        self.byte_fallback = byte_fallback
         self._processor: Any = None
         self._proto: bytes | None = None
         if model_proto is not None:
@@ -74,6 +80,7 @@ class SentencePieceBPE:
             "dropout": self.dropout,
             "lowercase": self.lowercase,
             "max_sentences": self.max_sentences,
+            "byte_fallback": self.byte_fallback,
         }
 
     def _set_model(self, proto: bytes) -> None:
@@ -105,6 +112,13 @@ class SentencePieceBPE:
         if not sentences:
             raise ValueError("sentencepiece_bpe: no non-empty text to train on")
         model = io.BytesIO()
+        try:
+            self._learn(spm, sentences, model)
+        except RuntimeError as exc:
+            raise ValueError(f"sentencepiece_bpe: training failed: {exc}") from None
+        self._set_model(model.getvalue())
+
+    def _learn(self, spm: Any, sentences: list[str], model: io.BytesIO) -> None:
         spm.SentencePieceTrainer.train(
             sentence_iterator=iter(sentences),
             model_writer=model,
@@ -112,6 +126,7 @@ class SentencePieceBPE:
             vocab_size=self.vocab_size,
             hard_vocab_limit=False,  # a small corpus (Shapes) has fewer merges than asked for
             character_coverage=1.0,
+            byte_fallback=self.byte_fallback,
             unk_id=UNK_ID,
             eos_id=EOS_ID,
             bos_id=-1,
@@ -121,11 +136,28 @@ class SentencePieceBPE:
             shuffle_input_sentence=False,
             minloglevel=2,
         )
-        self._set_model(model.getvalue())
 
-    def fit(self, records: Callable[[str], Iterator[Record]], **_: Any) -> None:
-        """Train on every caption of the train split."""
+    def fit(self, records: Callable[[str], Iterable[Record]], *, tracker: Any = None, **_: Any) -> None:
+        """Train on every caption of the train split; log vocabulary and lengths on val when there is one."""
         self.train(caption for record in records("train") for caption in record.captions)
+        if tracker is None:
+            return
+        try:
+            val = records("val")
+        except FileNotFoundError:
+            return
+        stats = self.statistics(caption for record in val for caption in record.captions)
+        tracker.log_metrics({f"tokenizers/{self.modality}/{name}": value for name, value in stats.items()})
+
+    def statistics(self, texts: Iterable[str]) -> dict[str, float]:
+        """Vocabulary size, mean tokens per text (with EOS, after truncation) and the share truncated."""
+        lengths = [len(self._require().encode(self._normalise(t))) + 1 for t in texts]
+        count = max(len(lengths), 1)
+        return {
+            "vocab_size": float(self._require().get_piece_size()),
+            "mean_length": sum(min(n, self.max_length) for n in lengths) / count,
+            "truncated_share": sum(n > self.max_length for n in lengths) / count,
+        }
 
     # --- the Tokenizer protocol -----------------------------------------
 
@@ -144,19 +176,34 @@ class SentencePieceBPE:
         return data.decode("utf-8")
 
     def encode_ids(self, text: str, *, training: bool = False) -> list[int]:
-        """Token ids of one text, ending in EOS, at most `max_length` long."""
-        processor = self._require()
-        sample = training and self.dropout > 0
-        ids = processor.encode(self._normalise(text), out_type=int, enable_sampling=sample, alpha=self.dropout, nbest_size=-1)
-        return [*ids[: self.max_length - 1], EOS_ID]
+        """Token ids of one text, ending in EOS, at most `max_length` long (BPE-dropout only with `training`)."""
+        return self._encode_batch([text], training=training)[0]
 
-    def encode(self, items: Sequence[str], *, training: bool = False) -> Segment:
+    def _encode_batch(self, texts: Sequence[str], *, training: bool) -> list[list[int]]:
+        sample = training and self.dropout > 0
+        pieces = self._require().encode(
+            [self._normalise(t) for t in texts], out_type=int, enable_sampling=sample, alpha=self.dropout, nbest_size=-1
+        )
+        return [[*ids[: self.max_length - 1], EOS_ID] for ids in pieces]
+
+    def encode(self, items: Sequence[str], *, training: bool = False, seed: int | None = None) -> Segment:
+        """Texts -> ids [B, max_length] ending in EOS and padded with EOS; lengths count the EOS.
+
+        With `training`, BPE-dropout skips each merge with probability `dropout`;
+        `seed` (e.g. drawn from epoch and index) makes that draw repeatable.
+        """
         import torch
 
-        rows = [self.encode_ids(text, training=training) for text in items]
-        tokens = torch.full((len(rows), self.max_length), EOS_ID, dtype=torch.long)
-        for i, ids in enumerate(rows):
-            tokens[i, : len(ids)] = torch.tensor(ids)
+        if isinstance(items, str):
+            raise TypeError("sentencepiece_bpe: encode takes a list of texts, not one str")
+        if training and self.dropout > 0 and seed is not None:
+            import sentencepiece as spm
+
+            spm.set_random_generator_seed(seed % (2**32 - 1))  # 2**32 - 1 means "unseeded" to sentencepiece
+
+        rows = self._encode_batch(list(items), training=training)
+        padded = [ids + [EOS_ID] * (self.max_length - len(ids)) for ids in rows]
+        tokens = torch.tensor(padded, dtype=torch.long).reshape(len(rows), self.max_length)
         lengths = torch.tensor([len(ids) for ids in rows], dtype=torch.long)
         return Segment(modality=self.modality, tokens=tokens, lengths=lengths)
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
-from typing import Any, ClassVar, Iterator
+from typing import Any, ClassVar, Sequence
 
 import attrs
 
@@ -21,7 +21,11 @@ class TokenizersStage:
     """Builds every listed tokenizer, fits the trainable ones, saves all in listed order.
 
     The listed order is the joint token space's order, so list the image tokenizer
-    first for MAGVLT's layout (image codes, then text codes).
+    first for MAGVLT's layout (image codes, then text codes). A trainable tokenizer
+    has `fit(records, *, out_dir, tracker, device, seed)`, where `records(split)` is
+    the data stage's store of that split: a map-style sequence of Records (random
+    access for shuffled training batches; iterating it reads them in order).
+    Training options live in each tokenizer's own Config.
     """
 
     name: ClassVar[str] = "tokenizers"
@@ -45,11 +49,11 @@ class TokenizersStage:
 
         data_dir = ctx.artefact(self.config.data_stage)
 
-        def records(split: str) -> Iterator[Record]:
+        def records(split: str) -> Sequence[Record]:
             path = Path(data_dir) / f"{split}.lmdb"
             if not path.exists():
                 raise FileNotFoundError(f"the data stage wrote no {split!r} split ({path} is missing)")
-            return LmdbStore(path).records()
+            return LmdbStore(path)
 
         tokenizers: dict[str, Any] = {}
         for spec in self.config.tokenizers:

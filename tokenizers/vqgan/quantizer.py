@@ -1,0 +1,110 @@
+"""Vector quantizer: nearest codebook entry with a straight-through gradient (van den Oord et al. 2017).
+
+Dead codes are the usual failure of a learned codebook: entries that no latent
+picks stop receiving gradient. Two remedies, both optional: an l2-normalised
+lookup (cosine similarity on the unit sphere; Yu et al. 2022, ViT-VQGAN sec. 3.2)
+and restarting codes unused for `dead_after` training steps at random latents of
+the current batch (Dhariwal et al. 2020, Jukebox sec. 3.2 / App. A). A new
+quantizer counts every code as never used, so the first training step with
+restarts places the whole codebook on real latents (a data-dependent init, as
+SoundStream's k-means init): with a random codebook a few codes catch every
+latent, the decoder learns to ignore them, and training can stall there.
+"""
+
+from __future__ import annotations
+
+import attrs
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+
+NEVER_USED = 2**62
+
+
+@attrs.frozen(kw_only=True)
+class Restart:
+    """Ask a training forward to first move codes unused for `dead_after` updates onto its own latents."""
+
+    dead_after: int
+    generator: torch.Generator
+
+
+@attrs.frozen(kw_only=True)
+class Quantized:
+    """`quantized` [B, D, h, w] carries the straight-through gradient to the encoder."""
+
+    quantized: torch.Tensor
+    codes: torch.Tensor
+    codebook_loss: torch.Tensor
+    commitment_loss: torch.Tensor
+    restarted: int = 0
+
+
+class VectorQuantizer(nn.Module):
+    def __init__(self, *, codebook_size: int, dim: int, l2_normalize: bool) -> None:
+        super().__init__()
+        self.codebook_size = codebook_size
+        self.dim = dim
+        self.l2_normalize = l2_normalize
+        weight = torch.empty(codebook_size, dim)
+        if l2_normalize:
+            nn.init.normal_(weight)
+        else:
+            nn.init.uniform_(weight, -1.0 / codebook_size, 1.0 / codebook_size)
+        self.codebook = nn.Parameter(weight)
+        # Training steps since each code was last picked; drives dead-code restarts.
+        self.register_buffer("steps_unused", torch.full((codebook_size,), NEVER_USED, dtype=torch.long))
+
+    def entries(self) -> torch.Tensor:
+        """The codebook as used for lookup: [K, D]."""
+        return F.normalize(self.codebook, dim=1) if self.l2_normalize else self.codebook
+
+    def embed(self, codes: torch.Tensor) -> torch.Tensor:
+        """Codes [B, h, w] -> code vectors [B, D, h, w]."""
+        return F.embedding(codes, self.entries()).permute(0, 3, 1, 2)
+
+    def nearest(self, flat: torch.Tensor) -> torch.Tensor:
+        """Index of the nearest entry for each row of `flat` [N, D] (already normalised if l2)."""
+        entries = self.entries()
+        if self.l2_normalize:
+            return (flat @ entries.T).argmax(dim=1)
+        distances = flat.pow(2).sum(1, keepdim=True) - 2 * flat @ entries.T + entries.pow(2).sum(1)[None]
+        return distances.argmin(dim=1)
+
+    def forward(self, z: torch.Tensor, *, restart: Restart | None = None) -> Quantized:
+        b, d, h, w = z.shape
+        if self.l2_normalize:
+            z = F.normalize(z, dim=1)
+        flat = z.permute(0, 2, 3, 1).reshape(-1, d)
+        # Restart before the lookup: the codebook is changed before this step's graph uses it.
+        restarted = self.restart_dead(flat.detach(), dead_after=restart.dead_after, generator=restart.generator) if restart else 0
+        with torch.no_grad():
+            codes = self.nearest(flat)
+        chosen = self.embed(codes.view(b, h, w))
+        if self.training:
+            self._count_usage(codes)
+        return Quantized(
+            quantized=z + (chosen - z).detach(),
+            codes=codes.view(b, h, w),
+            # The codebook moves towards the latents; the encoder commits to its codes.
+            codebook_loss=F.mse_loss(chosen, z.detach()),
+            commitment_loss=F.mse_loss(z, chosen.detach()),
+            restarted=restarted,
+        )
+
+    @torch.no_grad()
+    def _count_usage(self, codes: torch.Tensor) -> None:
+        used = torch.bincount(codes, minlength=self.codebook_size) > 0
+        self.steps_unused.add_(1).masked_fill_(used, 0)
+
+    @torch.no_grad()
+    def restart_dead(self, latents: torch.Tensor, *, dead_after: int, generator: torch.Generator) -> int:
+        """Move codes unused for `dead_after` steps onto random latents [N, D]; returns how many moved."""
+        dead = (self.steps_unused >= dead_after).nonzero().flatten()
+        if dead.numel() == 0:
+            return 0
+        picks = torch.randint(latents.shape[0], (dead.numel(),), generator=generator, device=generator.device)
+        self.codebook[dead] = latents[picks.to(latents.device)].to(self.codebook.dtype)
+        self.steps_unused[dead] = 0
+        return int(dead.numel())
