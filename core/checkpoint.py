@@ -7,48 +7,24 @@ load. Files are named `step-00001234.pt` by the number of finished steps.
 
 from __future__ import annotations
 
-import os
 import random
 import re
-import tempfile
 from pathlib import Path
 from typing import Any, Mapping
 
 import numpy as np
 import torch
 
+from .atomic import atomic_writer
+
 _NAME = re.compile(r"^step-(\d{8,})\.pt$")
 _TEMP_PREFIX = ".tmp-"
 
 
 def write_atomic(path: Path, state: Mapping[str, Any]) -> None:
-    """Write `state` to `path` so that a reader sees the old file or the whole new one.
-
-    The bytes go to a temporary file in the same folder (os.replace is atomic
-    only within one filesystem), are fsynced, then renamed over `path`; the
-    folder is fsynced so the rename itself survives a power cut.
-    """
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handle = tempfile.NamedTemporaryFile(dir=path.parent, prefix=_TEMP_PREFIX, suffix=".pt", delete=False)
-    try:
-        with handle:
-            torch.save(dict(state), handle)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(handle.name, path)
-    except BaseException:
-        Path(handle.name).unlink(missing_ok=True)
-        raise
-    _fsync_dir(path.parent)
-
-
-def _fsync_dir(directory: Path) -> None:
-    fd = os.open(directory, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
+    """Write `state` to `path` so that a reader sees the old file or the whole new one."""
+    with atomic_writer(path, prefix=_TEMP_PREFIX, suffix=".pt") as handle:
+        torch.save(dict(state), handle)
 
 
 def load(path: Path, *, map_location: str | torch.device = "cpu") -> dict[str, Any]:
