@@ -1,3 +1,5 @@
+from pathlib import Path
+
 import pytest
 from registry_helpers import ToyStage, toy_registry
 
@@ -108,3 +110,12 @@ def test_unfinished_stage_folder_is_reused_not_trusted(recipe_file):
     again = run_recipe(recipe, registry=REGISTRY)
     assert [r.cached for r in again] == [True, False]
     assert ToyStage.runs[-1][1] == results[1].out_dir
+
+
+@pytest.mark.parametrize("path", sorted((Path(__file__).resolve().parents[1] / "recipes").glob("*.yaml")), ids=lambda p: p.name)
+def test_shipped_recipes_are_valid(path):
+    from mmgen.registry import load_registry
+
+    recipe = load_recipe(path, registry=load_registry())
+    assert recipe.name == path.stem
+    assert [e.key for e in recipe.stages][:3] == ["data", "tokenizers", "cache"]
