@@ -105,14 +105,13 @@ def run(recipe: Path, overrides: tuple[str, ...], force: bool, dry_run: bool) ->
     if dry_run:
         click.echo(yaml.safe_dump(loaded.to_data(), sort_keys=False), nl=False)
         return
+    from .protocols import TrackerUnavailable
     from .runner import run_recipe
 
     try:
         results = run_recipe(loaded, registry=registry, force=force)
-    except Exception as exc:
-        if type(exc).__name__ == "TrackerUnavailable":
-            raise click.ClickException(str(exc)) from None
-        raise
+    except TrackerUnavailable as exc:
+        raise click.ClickException(str(exc)) from None
     for result in results:
         state = "cached" if result.cached else f"{result.seconds:.1f}s"
         click.echo(f"{result.key:<12} {state:>8}  {result.out_dir}")

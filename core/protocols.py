@@ -150,6 +150,10 @@ class Metric(Protocol):
     def compute(self, generations: Iterable[Generation]) -> dict[str, float]: ...
 
 
+class TrackerUnavailable(RuntimeError):
+    """A tracking back end cannot be reached; trackers raise it from `start`, before any work."""
+
+
 @runtime_checkable
 class Tracker(Protocol):
     """Experiment tracking: one run per `mmgen run`, children for sweeps."""

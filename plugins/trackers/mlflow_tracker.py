@@ -13,14 +13,12 @@ from typing import Any, ClassVar, Mapping
 
 import attrs
 
+from mmgen.protocols import TrackerUnavailable
+
 log = logging.getLogger(__name__)
 
 MAX_PARAM_LENGTH = 6000  # MLflow rejects longer parameter values
 PARAMS_PER_BATCH = 100
-
-
-class TrackerUnavailable(RuntimeError):
-    """The tracking back end cannot be reached; raised before any work starts."""
 
 
 def check_server(uri: str, *, timeout_s: float) -> None:
