@@ -10,7 +10,9 @@ frozen, and the discriminator's hinge loss sees detached reconstructions.
 
 from __future__ import annotations
 
+import logging
 import math
+from pathlib import Path
 from typing import Literal
 
 import attrs
@@ -25,6 +27,7 @@ from .discriminator import PatchDiscriminator
 from .perceptual import LPIPS
 from .quantizer import Restart
 
+log = logging.getLogger(__name__)
 
 @attrs.frozen(kw_only=True)
 class LossConfig:
@@ -71,9 +74,11 @@ class VQGANTrainee(nn.Module):
 
 
 def perceptual_network(path: str | None) -> LPIPS | None:
-    from pathlib import Path
-
-    if path is None or not Path(path).is_file():
+    """The frozen LPIPS net from `path`; None (the term is off) without a file."""
+    if path is None:
+        return None
+    if not Path(path).is_file():
+        log.warning("perceptual loss off: no LPIPS weights at %s", path)
         return None
     return LPIPS.from_file(path)
 

@@ -22,6 +22,10 @@ from torch import nn
 NEVER_USED = 2**62
 
 
+def _distributed() -> bool:
+    return torch.distributed.is_available() and torch.distributed.is_initialized() and torch.distributed.get_world_size() > 1
+
+
 @attrs.frozen(kw_only=True)
 class Restart:
     """Ask a training forward to first move codes unused for `dead_after` updates onto its own latents."""
@@ -95,8 +99,10 @@ class VectorQuantizer(nn.Module):
 
     @torch.no_grad()
     def _count_usage(self, codes: torch.Tensor) -> None:
-        used = torch.bincount(codes, minlength=self.codebook_size) > 0
-        self.steps_unused.add_(1).masked_fill_(used, 0)
+        used = (torch.bincount(codes, minlength=self.codebook_size) > 0).long()
+        if _distributed():
+            torch.distributed.all_reduce(used, op=torch.distributed.ReduceOp.MAX)  # used on any rank
+        self.steps_unused.add_(1).masked_fill_(used.bool(), 0)
 
     @torch.no_grad()
     def restart_dead(self, latents: torch.Tensor, *, dead_after: int, generator: torch.Generator) -> int:
@@ -106,5 +112,8 @@ class VectorQuantizer(nn.Module):
             return 0
         picks = torch.randint(latents.shape[0], (dead.numel(),), generator=generator, device=generator.device)
         self.codebook[dead] = latents[picks.to(latents.device)].to(self.codebook.dtype)
+        if _distributed():
+            # Every rank drew from its own batch; rank 0's choice keeps the replicas equal.
+            torch.distributed.broadcast(self.codebook.data, src=0)
         self.steps_unused[dead] = 0
         return int(dead.numel())

@@ -96,11 +96,14 @@ class VQGANTokenizer:
         tracker: Any = None,
         device: str = "cpu",
         seed: int = 0,
+        on_eval: Callable[[VQAutoencoder, int, dict[str, float]], None] | None = None,
     ) -> None:
         """Train from scratch on the images of `records("train")`, evaluating on `records("val")` if it exists.
 
         `records(split)` gives a map-style sequence of Records whose `data` holds
         PNG / JPEG bytes. A pretrained (taming) tokenizer is left as it is.
+        `on_eval(autoencoder, step, metrics)` runs after each evaluation (e.g. a
+        dataset's own oracle), outside the measured training time.
         """
         if self.pretrained:
             return
@@ -123,6 +126,7 @@ class VQGANTokenizer:
             out_dir=Path(out_dir),
             tracker=PrefixedTracker(tracker, f"tokenizers/{self.modality}/") if tracker is not None else None,
             device=device,
+            on_eval=on_eval,
         )
         self.autoencoder = trained.cpu().eval().requires_grad_(False)
 

@@ -29,9 +29,9 @@ log = logging.getLogger(__name__)
 class TrainConfig:
     """Optimisation options (defaults: the Shapes quickstart, measured in benchmarks/vqgan_shapes_quality.py)."""
 
-    steps: int = 1000
+    steps: int = 1500
     batch_size: int = 8
-    lr: float = 4e-3
+    lr: float = 2e-3
     warmup_steps: int = 50
     min_lr_ratio: float = 0.02
     weight_decay: float = 0.0
