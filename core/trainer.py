@@ -144,7 +144,10 @@ def adamw(module: nn.Module, config: TrainerConfig) -> torch.optim.AdamW:
         {"params": decay, "weight_decay": config.weight_decay},
         {"params": no_decay, "weight_decay": 0.0},
     ]
-    return torch.optim.AdamW(groups, lr=config.lr, betas=config.betas)
+    # The fused kernel does the whole update in one pass per tensor: about a tenth of a
+    # small model's CPU step otherwise goes to AdamW's many elementwise ops.
+    fused = all(p.device.type in ("cpu", "cuda") and p.dtype.is_floating_point for _, p in named)
+    return torch.optim.AdamW(groups, lr=config.lr, betas=config.betas, fused=fused or None)
 
 
 def move_to(batch: Any, device: torch.device) -> Any:

@@ -90,6 +90,16 @@ def test_patch_stem_shapes():
     assert autoencoder.decode_codes(q.codes).shape == (2, 3, 16, 16)
 
 
+def test_middle_attention_can_be_left_out():
+    import attrs
+
+    with_attention = VQAutoencoder(PRESETS["tiny"]).state_dict()
+    without = VQAutoencoder(attrs.evolve(PRESETS["tiny"], middle_attention=False)).state_dict()
+    dropped = sorted(set(with_attention) - set(without))
+    assert set(without) < set(with_attention)
+    assert {name.split(".attention.")[0] for name in dropped} == {"encoder.middle", "decoder.middle"}
+
+
 # ---- quantizer ---------------------------------------------------------------------
 
 

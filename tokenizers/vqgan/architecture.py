@@ -12,11 +12,12 @@ class ArchitectureConfig:
     The encoder first folds `patch_size` x `patch_size` pixel blocks into channels
     (pixel-unshuffle; 1 = off, as in taming), then halves the resolution after
     every level but the last, so `resolution / (patch_size * 2**(len(ch_mult) - 1))`
-    is the token grid side; the decoder mirrors it. Self-attention
-    runs at every level whose resolution is in `attn_resolutions` (and always in
-    the middle block). `codebook_dim` may be smaller than `z_channels`: a 1x1 conv
-    projects into the lookup space (a low-dimensional, l2-normalised lookup keeps
-    codes alive; Yu et al. 2022, ViT-VQGAN sec. 3.2).
+    is the token grid side; the decoder mirrors it. Self-attention runs at every
+    level whose resolution is in `attn_resolutions`, and in the middle block
+    unless `middle_attention` is off (taming always has it; on CPU at small sizes
+    it costs a fifth of a training step). `codebook_dim` may be smaller than
+    `z_channels`: a 1x1 conv projects into the lookup space (a low-dimensional,
+    l2-normalised lookup keeps codes alive; Yu et al. 2022, ViT-VQGAN sec. 3.2).
     """
 
     resolution: int = 64
@@ -26,6 +27,7 @@ class ArchitectureConfig:
     ch_mult: tuple[int, ...] = (1, 1, 2, 2)
     num_res_blocks: int = 1
     attn_resolutions: tuple[int, ...] = ()
+    middle_attention: bool = True
     z_channels: int = 64
     dropout: float = 0.0
     norm_groups: int = 32

@@ -33,6 +33,7 @@ class VQAutoencoder(nn.Module):
             resolution=a.resolution,
             z_channels=a.z_channels,
             patch_size=a.patch_size,
+            middle_attention=a.middle_attention,
             norm_groups=a.norm_groups,
             dropout=a.dropout,
         )

@@ -24,6 +24,7 @@ class Decoder(nn.Module):
         resolution: int,
         z_channels: int,
         patch_size: int = 1,
+        middle_attention: bool = True,
         norm_groups: int = 32,
         dropout: float = 0.0,
     ) -> None:
@@ -31,7 +32,7 @@ class Decoder(nn.Module):
         self.patch_size = patch_size
         widths = [ch * m for m in reversed(ch_mult)]
         self.stem = nn.Conv2d(z_channels, widths[0], 3, padding=1)
-        self.middle = Middle(channels=widths[0], norm_groups=norm_groups, dropout=dropout)
+        self.middle = Middle(channels=widths[0], norm_groups=norm_groups, dropout=dropout, attention=middle_attention)
         self.levels = nn.ModuleList()
         self.upsamples = nn.ModuleList()
         current = resolution // (patch_size * 2 ** (len(ch_mult) - 1))

@@ -12,10 +12,10 @@ from .blocks import AttentionBlock, Downsample, ResidualBlock, group_norm
 class Middle(nn.Module):
     """Residual block, self-attention, residual block: the bottleneck of encoder and decoder."""
 
-    def __init__(self, *, channels: int, norm_groups: int, dropout: float) -> None:
+    def __init__(self, *, channels: int, norm_groups: int, dropout: float, attention: bool = True) -> None:
         super().__init__()
         self.block1 = ResidualBlock(in_channels=channels, out_channels=channels, norm_groups=norm_groups, dropout=dropout)
-        self.attention = AttentionBlock(channels=channels, norm_groups=norm_groups)
+        self.attention = AttentionBlock(channels=channels, norm_groups=norm_groups) if attention else nn.Identity()
         self.block2 = ResidualBlock(in_channels=channels, out_channels=channels, norm_groups=norm_groups, dropout=dropout)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -58,6 +58,7 @@ class Encoder(nn.Module):
         resolution: int,
         z_channels: int,
         patch_size: int = 1,
+        middle_attention: bool = True,
         norm_groups: int = 32,
         dropout: float = 0.0,
     ) -> None:
@@ -82,7 +83,7 @@ class Encoder(nn.Module):
             if index < len(ch_mult) - 1:
                 self.downsamples.append(Downsample(channels=widths[index + 1]))
                 current //= 2
-        self.middle = Middle(channels=widths[-1], norm_groups=norm_groups, dropout=dropout)
+        self.middle = Middle(channels=widths[-1], norm_groups=norm_groups, dropout=dropout, attention=middle_attention)
         self.out_norm = group_norm(widths[-1], norm_groups)
         self.out_conv = nn.Conv2d(widths[-1], z_channels, 3, padding=1)
 

@@ -29,7 +29,7 @@ log = logging.getLogger(__name__)
 class TrainConfig:
     """Optimisation options (defaults: the Shapes quickstart, measured in benchmarks/vqgan_shapes_quality.py)."""
 
-    steps: int = 1500
+    steps: int = 2000
     batch_size: int = 8
     lr: float = 2e-3
     warmup_steps: int = 50

@@ -1,0 +1,164 @@
+"""MAGVLT quality on Shapes against training time: T2I and I2T accuracy by the Shapes oracles.
+
+Runs a recipe's stages up to the token cache (reusing finished artefacts, so
+the data and tokenizers are those the recipe itself makes), then trains the
+recipe's `train` stage in this process and, every `--eval-every` updates,
+generates T2I and I2T for the first `--prompts` records of the held-out test
+split with the default maskgit sampler (one candidate, no reranking) and
+judges them with the `shapes_accuracy` metric. Evaluation time is excluded
+from the training time; the load average is recorded with every point.
+
+    python benchmarks/magvlt_shapes_quality.py recipes/quickstart.yaml --threads 2 --eval-every 100
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import time
+from pathlib import Path
+
+import attrs
+import torch
+
+from mmgen.atomic import atomic_write_text
+from mmgen.config import to_data
+from mmgen.plugins.datasets.shapes.metric import ShapesAccuracy
+from mmgen.plugins.datasets.token_cache import TokenCacheDataset
+from mmgen.plugins.generation.prompts import prompts_from_records
+from mmgen.plugins.generation.stages import read_records
+from mmgen.plugins.generation.tasks import TaskRunner
+from mmgen.plugins.stages.train_model import TRAIN_SPLIT_FILE, build_training, default_sampler
+from mmgen.recipe import apply_overrides, read_yaml, structure_recipe
+from mmgen.registry import load_registry
+from mmgen.runner import run_recipe
+from mmgen.tokenizers.saved import load_saved_tokenizers
+from mmgen.trainer import Trainer
+
+UPSTREAM_STAGES = ("data", "tokenizers", "cache")
+REPORTED = ("t2i/accuracy", "t2i/objects_1", "t2i/objects_2", "i2t/accuracy", "i2t/objects_1", "i2t/objects_2")
+
+
+def prepare(recipe_path: Path, overrides: list[str], registry) -> tuple[dict[str, Path], dict]:
+    """Run (or reuse) the recipe's data, tokenizers and cache stages; returns their folders and the recipe data."""
+    data = apply_overrides(read_yaml(recipe_path), overrides)
+    upstream = {**data, "tracker": {"use": "none"}, "stages": {k: data["stages"][k] for k in UPSTREAM_STAGES}}
+    results = run_recipe(structure_recipe(upstream, registry=registry, source=recipe_path), registry=registry)
+    return {r.key: r.out_dir for r in results}, data
+
+
+class Evaluation:
+    """T2I and I2T on fixed held-out prompts, judged by the Shapes oracles."""
+
+    def __init__(self, *, folders: dict[str, Path], tokenizers, registry, prompts: int, seed: int) -> None:
+        records = read_records(folders["data"], "test", limit=prompts)
+        image_tokenizer = tokenizers["image"]
+        self.prompts = {task: prompts_from_records(task, records, image_tokenizer=image_tokenizer) for task in ("t2i", "i2t")}
+        self.tokenizers = tokenizers
+        self.sampler = default_sampler(registry)
+        self.metric = ShapesAccuracy()
+        self.seed = seed
+
+    def __call__(self, model) -> dict[str, float]:
+        runner = TaskRunner(model=model, tokenizers=self.tokenizers, sampler=self.sampler)
+        generations = []
+        for task, prompts in self.prompts.items():
+            generations += runner.run(task, prompts, seed=self.seed, batch_size=64)
+        return self.metric.compute(generations)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("recipe", type=Path)
+    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY.PATH=VALUE")
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--eval-every", type=int, default=100)
+    parser.add_argument("--prompts", type=int, default=128, help="held-out test records per task")
+    parser.add_argument("--out", type=Path, default=Path("benchmarks/results"))
+    parser.add_argument("--name", default=None, help="default: magvlt_shapes_quality_<recipe name>")
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+    registry = load_registry()
+
+    folders, data = prepare(args.recipe, args.overrides, registry)
+    recipe = structure_recipe(data, registry=registry, source=args.recipe)
+    train_spec = next(entry.spec for entry in recipe.stages if entry.key == "train")
+    config = train_spec.config
+    tokenizers = load_saved_tokenizers(folders["tokenizers"], registry)
+    dataset = TokenCacheDataset(folders["cache"] / TRAIN_SPLIT_FILE, seed=config.trainer.seed, tokenizers=tokenizers)
+    training = build_training(
+        model=config.model,
+        objectives=config.objectives,
+        tasks=config.tasks,
+        seed=config.trainer.seed,
+        registry=registry,
+        tokenizers=tokenizers,
+        condition_dropout=config.condition_dropout,
+    )
+    evaluate = Evaluation(
+        folders=folders, tokenizers=tokenizers, registry=registry, prompts=args.prompts, seed=recipe.header.seed
+    )
+    name = args.name or f"magvlt_shapes_quality_{recipe.name}"
+    work = args.out / f"{name}_work"
+    if work.exists():
+        import shutil
+
+        shutil.rmtree(work)  # a fresh run, not a resume
+    trainer = Trainer(config.trainer, out_dir=work, tracker=None)
+    started = time.perf_counter()
+    evaluating = 0.0
+    curve = []
+
+    def on_eval(module, step: int) -> None:
+        nonlocal evaluating
+        begun = time.perf_counter()
+        train_seconds = begun - started - evaluating
+        metrics = evaluate(module)
+        evaluating += time.perf_counter() - begun
+        point = {
+            "step": step,
+            "train_seconds": train_seconds,
+            **metrics,
+            "load_average": os.getloadavg()[0],
+        }
+        curve.append(point)
+        shown = "  ".join(f"{key} {metrics.get(key, float('nan')):.3f}" for key in REPORTED)
+        print(f"step {step:5d}  {point['train_seconds']:7.1f}s  {shown}  load {point['load_average']:.1f}", flush=True)
+
+    stream = trainer.make_stream(dataset, collate=dataset.collate)
+    trainer.fit(training.model, loss_fn=training.loss, stream=stream, sample_fn=on_eval, sample_every=args.eval_every)
+    result = {
+        "benchmark": "magvlt_shapes_quality",
+        "recipe": str(args.recipe),
+        "overrides": args.overrides,
+        "train": to_data(config),
+        "threads": args.threads,
+        "prompts": args.prompts,
+        "parameters": sum(p.numel() for p in training.model.parameters()),
+        "machine": platform.processor() or platform.machine(),
+        "cpu_count": os.cpu_count(),
+        "torch": torch.__version__,
+        "curve": curve,
+    }
+    args.out.mkdir(parents=True, exist_ok=True)
+    stem = args.out / f"{name}_{args.threads}threads"
+    atomic_write_text(stem.with_suffix(".json"), json.dumps(result, indent=2, default=str))
+    lines = [
+        f"MAGVLT from `{args.recipe}` {' '.join(args.overrides)}: {result['parameters']:,} parameters, {args.threads} thread(s);"
+        f" accuracy by the Shapes oracles on {args.prompts} held-out test prompts per task, maskgit sampler defaults,"
+        " one candidate",
+        "",
+        "| step | train s | " + " | ".join(REPORTED) + " | load avg |",
+        "|---|---|" + "---|" * len(REPORTED) + "---|",
+    ]
+    for p in curve:
+        cells = " | ".join(f"{p.get(key, float('nan')):.3f}" for key in REPORTED)
+        lines.append(f"| {p['step']} | {p['train_seconds']:.0f} | {cells} | {p['load_average']:.1f} |")
+    atomic_write_text(stem.with_suffix(".md"), "\n".join(lines) + "\n")
+    print("\n".join(lines))
+
+
+if __name__ == "__main__":
+    main()
