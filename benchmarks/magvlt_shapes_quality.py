@@ -83,7 +83,7 @@ def main() -> None:
     registry = load_registry()
 
     folders, data = prepare(args.recipe, args.overrides, registry)
-    recipe = structure_recipe(data, registry=registry, source=args.recipe)
+    recipe = structure_recipe({**data, "tracker": {"use": "none"}}, registry=registry, source=args.recipe)
     train_spec = next(entry.spec for entry in recipe.stages if entry.key == "train")
     config = train_spec.config
     tokenizers = load_saved_tokenizers(folders["tokenizers"], registry)

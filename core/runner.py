@@ -1,8 +1,10 @@
 """Runs a recipe's stages in order, skipping those whose artefacts are already done.
 
 A stage's folder is `<workdir>/artefacts/<stage>-<hash>`, the hash covering the
-stage's resolved config and the hashes of every earlier stage, so a change
-anywhere upstream gives a new folder and a stale artefact is never read. The
+stage's resolved config, the hashes of every earlier stage and the version of
+the package that provides the stage, so a change anywhere upstream (or an
+upgrade whose presets or defaults differ) gives a new folder and a stale
+artefact is never read. The
 folder counts as finished only once `DONE.json` is written (atomically); an
 unfinished folder is reused, so a stage with checkpoints resumes.
 """
@@ -39,9 +41,18 @@ class StageResult:
     seconds: float
 
 
-def stage_hash(use: str, config_data: Any, upstream: str) -> str:
-    payload = json.dumps({"format": HASH_FORMAT, "use": use, "config": config_data, "upstream": upstream}, sort_keys=True)
-    return hashlib.sha256(payload.encode()).hexdigest()[:16]
+def stage_hash(use: str, config_data: Any, upstream: str, *, version: str = "") -> str:
+    payload = {"format": HASH_FORMAT, "use": use, "config": config_data, "upstream": upstream, "version": version}
+    return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def provider_version(registry: Any, spec: Any) -> str:
+    """"<package> <version>" of the plugin that provides a stage ("" for a registry without providers)."""
+    entry = getattr(registry, "entry", None)
+    if entry is None:
+        return ""
+    provider = entry(spec.kind, spec.use).provider
+    return f"{provider.package} {provider.version}"
 
 
 def is_done(out_dir: Path) -> bool:
@@ -92,7 +103,9 @@ def _run_stages(recipe: Recipe, *, registry: Any, tracker: Any, force: bool) -> 
     results = []
     upstream = ""
     for entry in recipe.stages:
-        digest = stage_hash(entry.spec.use, to_data(entry.spec.config), upstream)
+        digest = stage_hash(
+            entry.spec.use, to_data(entry.spec.config), upstream, version=provider_version(registry, entry.spec)
+        )
         upstream = digest
         out_dir = root / f"{entry.key}-{digest}"
         if force and out_dir.exists():

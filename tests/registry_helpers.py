@@ -79,21 +79,21 @@ def toy_plugin(*classes_by_kind: tuple[str, type]) -> types.SimpleNamespace:
     return types.SimpleNamespace(**hooks)
 
 
-def make_registry(*plugins: tuple[str, types.SimpleNamespace]) -> Registry:
+def make_registry(*plugins: tuple[str, types.SimpleNamespace], version: str = "1.0") -> Registry:
     manager = pluggy.PluginManager(hookspecs.PROJECT)
     manager.add_hookspecs(hookspecs)
     providers = {}
     for name, plugin in plugins:
         manager.register(plugin, name=name)
-        providers[name] = Provider(plugin=name, package=f"pkg-{name}", version="1.0")
+        providers[name] = Provider(plugin=name, package=f"pkg-{name}", version=version)
     manager.check_pending()
     return Registry(manager, providers, [])
 
 
-def toy_registry() -> Registry:
+def toy_registry(*, version: str = "1.0") -> Registry:
     from mmgen.plugins.trackers.none_tracker import NoneTracker
 
     plugin = toy_plugin(
         ("samplers", ToySampler), ("objectives", ToyObjective), ("stages", ToyStage), ("trackers", NoneTracker)
     )
-    return make_registry(("toys", plugin))
+    return make_registry(("toys", plugin), version=version)

@@ -102,6 +102,17 @@ def test_upstream_change_invalidates_downstream(recipe_file):
     assert (changed[1].out_dir / "value.txt").read_text() == "2"
 
 
+def test_a_new_version_of_the_stage_package_redoes_the_stage(recipe_file):
+    ToyStage.runs.clear()
+    base = run_recipe(load_recipe(recipe_file, registry=REGISTRY), registry=REGISTRY)
+    assert REGISTRY.entry("stages", "toy_stage").provider.version == "1.0"
+    # Presets and defaults live in code: artefacts made by another release are never reused.
+    upgraded_registry = toy_registry(version="1.1")
+    upgraded = run_recipe(load_recipe(recipe_file, registry=upgraded_registry), registry=upgraded_registry)
+    assert [r.cached for r in upgraded] == [False, False]
+    assert [r.out_dir for r in upgraded] != [r.out_dir for r in base]
+
+
 def test_unfinished_stage_folder_is_reused_not_trusted(recipe_file):
     ToyStage.runs.clear()
     recipe = load_recipe(recipe_file, registry=REGISTRY)

@@ -100,6 +100,28 @@ def test_middle_attention_can_be_left_out():
     assert {name.split(".attention.")[0] for name in dropped} == {"encoder.middle", "decoder.middle"}
 
 
+def test_patch_encoder_tokens_see_only_their_own_patch():
+    import attrs
+
+    torch.manual_seed(0)
+    architecture = attrs.evolve(PRESETS["shapes"], encoder="patch")
+    autoencoder = VQAutoencoder(architecture).eval()
+    for module in autoencoder.encoder.modules():  # leave the zero-initialised identity start
+        if isinstance(module, torch.nn.Conv2d):
+            torch.nn.init.normal_(module.weight, std=0.2)
+    white = torch.ones(1, 3, 64, 64)
+    changed = white.clone()
+    changed[0, :, 9:14, 18:22] = -1.0  # inside the patch of token (1, 2) only: rows 8-15, columns 16-23
+    with torch.no_grad():
+        base, edited = autoencoder.encoder(white), autoencoder.encoder(changed)
+        codes = autoencoder.encode(white).codes
+    differs = (base - edited).abs().amax(dim=1)[0] > 0
+    expected = torch.zeros(8, 8, dtype=torch.bool)
+    expected[1, 2] = True
+    assert torch.equal(differs, expected)
+    assert torch.unique(codes).numel() == 1  # a flat canvas is one code everywhere
+
+
 # ---- quantizer ---------------------------------------------------------------------
 
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Literal
+
 import attrs
 
 
@@ -28,6 +30,9 @@ class ArchitectureConfig:
     num_res_blocks: int = 1
     attn_resolutions: tuple[int, ...] = ()
     middle_attention: bool = True
+    # "patch": each token's code depends on its own pixel patch only (patch_encoder.py);
+    # "conv": taming's encoder, whose tokens see much of the image.
+    encoder: Literal["conv", "patch"] = "conv"
     z_channels: int = 64
     dropout: float = 0.0
     norm_groups: int = 32

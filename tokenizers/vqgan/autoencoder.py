@@ -8,6 +8,7 @@ from torch import nn
 from .architecture import ArchitectureConfig
 from .decoder import Decoder
 from .encoder import Encoder
+from .patch_encoder import PatchEncoder
 from .quantizer import Quantized, Restart, VectorQuantizer
 
 
@@ -37,7 +38,16 @@ class VQAutoencoder(nn.Module):
             norm_groups=a.norm_groups,
             dropout=a.dropout,
         )
-        self.encoder = Encoder(in_channels=a.in_channels, **shape)
+        if a.encoder == "patch":
+            self.encoder = PatchEncoder(
+                in_channels=a.in_channels,
+                patch=a.downsampling,
+                width=a.ch * a.ch_mult[-1] * 2,
+                blocks=a.num_res_blocks * len(a.ch_mult),
+                z_channels=a.z_channels,
+            )
+        else:
+            self.encoder = Encoder(in_channels=a.in_channels, **shape)
         self.to_code = nn.Conv2d(a.z_channels, a.codebook_dim, 1)
         self.quantizer = VectorQuantizer(codebook_size=a.codebook_size, dim=a.codebook_dim, l2_normalize=a.l2_normalize)
         self.from_code = nn.Conv2d(a.codebook_dim, a.z_channels, 1)

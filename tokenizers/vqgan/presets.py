@@ -2,16 +2,16 @@
 
 - `tiny`: for tests; 16x16 pixels -> 4x4 tokens, trains in seconds.
 - `shapes`: the quickstart on the Shapes set: 64x64 pixels -> 8x8 = 64 tokens
-  (downsampling 8: a 4x4 pixel-unshuffle stem, then one stride-2 level), 1024
-  l2-normalised 4-dim codes, narrow channels, no middle attention (it costs a
-  fifth of a CPU step at this size). Short image sequences keep the MAGVLT
-  transformer fast on CPU. Chosen by measurement (oracle accuracy after a fixed
-  number of updates): a 4-dim lookup beat 8 and 16 dims, 1024 codes beat 512
-  and 2048, and taming's 32 norm groups (one channel each at this width) did at
-  least as well as 1, 4 or 8 groups; batch 8 beat batch 32 at equal time. With
-  TrainConfig's 2,000 updates: 99.3% of val objects read exactly by the oracle
-  in 183 s on 2 cores (benchmarks/vqgan_shapes_quality.py, results in
-  benchmarks/results/).
+  (downsampling 8), 512 l2-normalised 4-dim codes. The encoder is the `patch`
+  one (patch_encoder.py): each token's code depends on its own 8x8 pixel patch
+  only, so the white canvas is one code and a scene's tokens are what a
+  generative model can learn (taming's encoder gave every position of a white
+  canvas its own code). The decoder is taming's, narrow, with a 4x4
+  pixel-shuffle stem and no middle attention (a fifth of a CPU step at this
+  size). Chosen by measurement (oracle accuracy on reconstructions after a fixed
+  number of updates): a 4-dim lookup beat 8 and 16 dims; batch 8 beat batch 32
+  at equal time. Quality against training time: benchmarks/vqgan_shapes_quality.py,
+  results in benchmarks/results/ and the README.
 - `f16_16384`: the paper's tokenizer, taming-transformers `vqgan_imagenet_f16_16384`:
   256x256 pixels -> 16x16 tokens, 16,384 codes of dimension 256, z 256,
   ch 128, ch_mult [1, 1, 2, 2, 4], 2 residual blocks, attention at 16x16.
@@ -42,9 +42,10 @@ PRESETS: dict[str, ArchitectureConfig] = {
         num_res_blocks=1,
         attn_resolutions=(),
         middle_attention=False,
+        encoder="patch",
         z_channels=64,
         norm_groups=32,
-        codebook_size=1024,
+        codebook_size=512,
         codebook_dim=4,
         l2_normalize=True,
     ),
