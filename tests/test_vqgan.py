@@ -70,7 +70,8 @@ def batch_of(images) -> torch.Tensor:
 
 def test_preset_token_grids():
     grids = {name: (a.grid, a.codebook_size, a.downsampling) for name, a in PRESETS.items()}
-    assert grids == {"tiny": (4, 32, 4), "shapes": (8, 1024, 8), "f16_16384": (16, 16384, 16)}
+    assert grids == {"tiny": (4, 32, 4), "shapes": (8, 512, 8), "f16_16384": (16, 16384, 16)}
+    assert [a.encoder for a in PRESETS.values()] == ["conv", "patch", "conv"]
 
 
 def test_architecture_rejects_sizes_that_do_not_fit():
