@@ -181,8 +181,16 @@ class SentencePieceBPE:
 
     def _encode_batch(self, texts: Sequence[str], *, training: bool) -> list[list[int]]:
         sample = training and self.dropout > 0
+        # Sampling on one thread: a batch spread over sentencepiece's thread pool draws
+        # from per-thread generators in whatever order the threads run, so a seed
+        # would not make BPE-dropout repeatable.
         pieces = self._require().encode(
-            [self._normalise(t) for t in texts], out_type=int, enable_sampling=sample, alpha=self.dropout, nbest_size=-1
+            [self._normalise(t) for t in texts],
+            out_type=int,
+            enable_sampling=sample,
+            alpha=self.dropout,
+            nbest_size=-1,
+            num_threads=1 if sample else -1,
         )
         return [[*ids[: self.max_length - 1], EOS_ID] for ids in pieces]
 
