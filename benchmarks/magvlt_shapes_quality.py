@@ -23,6 +23,8 @@ from pathlib import Path
 import attrs
 import torch
 
+from conditioning_probe import conditioning_probe
+
 from mmgen.atomic import atomic_write_text
 from mmgen.config import to_data
 from mmgen.plugins.datasets.shapes.metric import ShapesAccuracy
@@ -39,6 +41,9 @@ from mmgen.trainer import Trainer
 
 UPSTREAM_STAGES = ("data", "tokenizers", "cache")
 REPORTED = ("t2i/accuracy", "t2i/objects_1", "t2i/objects_2", "i2t/accuracy", "i2t/objects_1", "i2t/objects_2")
+PROBE = ("probe/ce_rare", "probe/ce_rare_shuffled", "probe/gap", "probe/rare_recall", "probe/rare_precision")
+# Per-check shares, printed too: they move long before whole generations are right.
+CHECKS = ("probe/gap", "probe/rare_recall", "probe/rare_precision", "t2i/count", "t2i/colour", "t2i/shape", "t2i/size", "t2i/cell", "i2t/parsed", "i2t/colour", "i2t/cell")
 
 
 def prepare(recipe_path: Path, overrides: list[str], registry) -> tuple[dict[str, Path], dict]:
@@ -54,6 +59,9 @@ class Evaluation:
 
     def __init__(self, *, folders: dict[str, Path], tokenizers, registry, prompts: int, seed: int) -> None:
         records = read_records(folders["data"], "test", limit=prompts)
+        # The same held-out pairs, as cached tokens, for the teacher-forced probe.
+        test = TokenCacheDataset(folders["cache"] / "test.lmdb", seed=seed, tokenizers=tokenizers)
+        self.probe_batch = test.collate(test.__getitems__(list(range(min(prompts, len(test))))))
         image_tokenizer = tokenizers["image"]
         self.prompts = {task: prompts_from_records(task, records, image_tokenizer=image_tokenizer) for task in ("t2i", "i2t")}
         self.tokenizers = tokenizers
@@ -66,7 +74,9 @@ class Evaluation:
         generations = []
         for task, prompts in self.prompts.items():
             generations += runner.run(task, prompts, seed=self.seed, batch_size=64)
-        return self.metric.compute(generations)
+        for generation in [g for g in generations if g.task == "i2t"][:3]:
+            print(f"  i2t {generation.key}: {generation.outputs['text']!r}", flush=True)
+        return {**self.metric.compute(generations), **conditioning_probe(model, self.probe_batch)}
 
 
 def main() -> None:
@@ -124,7 +134,7 @@ def main() -> None:
             "load_average": os.getloadavg()[0],
         }
         curve.append(point)
-        shown = "  ".join(f"{key} {metrics.get(key, float('nan')):.3f}" for key in REPORTED)
+        shown = "  ".join(f"{key} {metrics.get(key, float('nan')):.2f}" for key in (*REPORTED, *CHECKS))
         print(f"step {step:5d}  {point['train_seconds']:7.1f}s  {shown}  load {point['load_average']:.1f}", flush=True)
 
     stream = trainer.make_stream(dataset, collate=dataset.collate)
@@ -156,6 +166,10 @@ def main() -> None:
     for p in curve:
         cells = " | ".join(f"{p.get(key, float('nan')):.3f}" for key in REPORTED)
         lines.append(f"| {p['step']} | {p['train_seconds']:.0f} | {cells} | {p['load_average']:.1f} |")
+    lines += ["", "Teacher-forced probe (benchmarks/conditioning_probe.py), same prompts:", ""]
+    lines += ["| step | " + " | ".join(PROBE) + " |", "|---|" + "---|" * len(PROBE)]
+    for p in curve:
+        lines.append(f"| {p['step']} | " + " | ".join(f"{p.get(key, float('nan')):.3f}" for key in PROBE) + " |")
     atomic_write_text(stem.with_suffix(".md"), "\n".join(lines) + "\n")
     print("\n".join(lines))
 
