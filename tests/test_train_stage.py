@@ -252,3 +252,18 @@ def test_the_stage_trains_from_the_tokenizers_and_cache_artefacts(registry, tmp_
     assert space.modalities == ("image", "text") and space.extra_specials == MARKERS
     assert space.space("text") == CharTokenizer().token_space
     assert model.length_logits(torch.zeros(1, 32)).shape == (1, 12)
+
+
+def test_a_task_enters_the_draw_at_its_start_step():
+    tasks = {**paper_tasks(), "i2t": TaskConfig(context=("image",), target=("text",), weight=1.0, start_step=100)}
+    draw = TaskDraw(tasks, seed=7)
+    names = [draw(step).name for step in range(3000)]
+    assert "i2t" not in names[:100] and Counter(names[:100])["t2i"] > 75
+    assert abs(Counter(names[100:])["i2t"] / 2900 - 0.1) < 0.02
+    # Once every task has started, the draws are exactly those without a start step.
+    plain = TaskDraw(paper_tasks(), seed=7)
+    assert names[100:] == [plain(step).name for step in range(100, 3000)]
+    with pytest.raises(ValueError, match="start at step 0"):
+        TaskDraw({"i2t": TaskConfig(context=("image",), target=("text",), start_step=5)}, seed=0)
+    with pytest.raises(ValueError, match="start_step must be >= 0"):
+        TaskConfig(context=("image",), target=("text",), start_step=-1)
