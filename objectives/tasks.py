@@ -63,7 +63,6 @@ class TaskDraw:
         self.start_steps = np.array([t.start_step for t in tasks.values()])
         if not (weights * (self.start_steps == 0)).sum() > 0:
             raise ValueError("some task with weight > 0 must start at step 0 (start_step: 0)")
-        self.probabilities = weights / weights.sum()  # once every task has started
         self.seed = seed
 
     def __call__(self, step: int) -> Task:
