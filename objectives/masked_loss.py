@@ -6,8 +6,7 @@ modality's masked targets in this batch, with the weights rescaled to average 1.
 On Shapes 84% of image tokens are the blank canvas; alpha > 0 lets the rare
 object tokens carry more of the gradient, so objects are drawn sooner, but it
 also keeps the model from learning where the caption puts them (README, "MAGVLT:
-how fast it learns on a CPU"). The quickstart uses alpha = 1 to draw shapes in
-its few minutes; recipes/shapes.yaml keeps the paper's alpha = 0.
+how fast it learns on a CPU"), so the recipes keep the paper's alpha = 0.
 """
 
 from __future__ import annotations
