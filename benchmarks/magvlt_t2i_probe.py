@@ -66,6 +66,8 @@ def main() -> None:
     parser.add_argument("--width", type=int, default=128)
     parser.add_argument("--depth", type=int, default=4)
     parser.add_argument("--heads", type=int, default=4)
+    parser.add_argument("--code-init-scale", type=float, default=MagvltModel.Config().code_init_scale,
+                        help="code embeddings from the VQ codebook (plugins/models/code_init.py); 0: the paper's random init")
     parser.add_argument("--synthetic", action="store_true")
     parser.add_argument("--out", type=Path, default=Path("benchmarks/results"))
     parser.add_argument("--name", default="magvlt_t2i_probe")
@@ -81,6 +83,8 @@ def main() -> None:
     codes = space.space("image").vocab_size
     sizes = Architecture(width=args.width, depth=args.depth, heads=args.heads)
     model = MagvltModel(token_space=space, architecture=sizes)
+    if args.code_init_scale > 0:
+        model.init_code_embeddings("image", tokenizers["image"].code_vectors(), scale=args.code_init_scale)
     mask = MaskPrediction(token_space=space, class_balance=args.class_balance, label_smoothing=args.label_smoothing)
     loss_fn = TrainingLoss([mask], TaskDraw({"t2i": TaskConfig(context=("text",), target=("image",))}, seed=0))
     optimizer = torch.optim.AdamW(model.parameters(), lr=args.lr, betas=(0.9, 0.95), weight_decay=0.01)

@@ -34,6 +34,10 @@ class Tokenizer(Protocol):
     Raw items are whatever the modality's plugin defines (images: uint8 tensors
     [B, 3, H, W]; text: lists of str). `load_item` turns a Record's stored bytes
     into one raw item, so the token cache can encode any modality.
+
+    Optional: a tokenizer whose codes are vectors (a VQ codebook) may offer
+    `code_vectors() -> Tensor [vocab_size, D]`; models built for training start
+    their code embeddings from it (plugins/models/code_init.py).
     """
 
     name: ClassVar[str]

@@ -294,6 +294,22 @@ def test_token_space_and_contract_errors(trained):
     assert tokenizer.encode([torch.zeros(3, 16, 16, dtype=torch.uint8)]).tokens.shape == (1, 16)
 
 
+def test_code_vectors_are_a_copy_of_the_lookup_codebook(trained):
+    tokenizer, _ = trained
+    vectors = tokenizer.code_vectors()
+    quantizer = tokenizer.autoencoder.quantizer
+    assert vectors.shape == (32, tokenizer.architecture.codebook_dim)
+    assert torch.equal(vectors, quantizer.entries().detach())
+    # The codes of flat red and flat blue blocks look up exactly these vectors.
+    red_blue = np.zeros((16, 16, 3), dtype=np.uint8)
+    red_blue[:, :8], red_blue[:, 8:] = (230, 25, 75), (0, 130, 200)
+    codes = tokenizer.encode(batch_of([red_blue])).tokens[0]
+    latents = quantizer.embed(codes.view(1, 4, 4))[0].permute(1, 2, 0).reshape(16, -1)
+    assert torch.equal(latents, vectors[codes])
+    vectors.zero_()  # callers may change their copy
+    assert not torch.equal(tokenizer.code_vectors(), vectors)
+
+
 def test_load_item_decodes_and_resizes(trained):
     tokenizer, _ = trained
     assert torch.equal(tokenizer.load_item(png(IMAGES[3])), batch_of(IMAGES[3:4])[0])

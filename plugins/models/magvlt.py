@@ -8,7 +8,8 @@ position embedding; a variable-length modality gets a target-length head.
 
 from __future__ import annotations
 
-from typing import ClassVar, Literal
+from collections.abc import Iterable, Mapping
+from typing import Any, ClassVar, Literal
 
 import attrs
 import torch
@@ -20,6 +21,7 @@ from mmgen.layout import Packed
 from mmgen.token_space import JointTokenSpace
 
 from . import presets
+from .code_init import add_code_vectors, tokenizer_code_vectors
 from .presets import Architecture
 from .transformer_block import TransformerBlock
 
@@ -40,9 +42,26 @@ class MagvltModel(nn.Module):
         dropout: float | None = None
         embedding_dropout: float | None = None
         special_positions: int | None = None  # None: sum of modality lengths + 4, as the authors
+        # Start code embeddings from the tokenizer's code vectors (code_init.py); 0: the paper's random init.
+        code_init_scale: float = 10.0
+
+        def __attrs_post_init__(self) -> None:
+            if self.code_init_scale < 0:
+                raise ValueError(f"code_init_scale must be >= 0, got {self.code_init_scale}")
 
     @classmethod
-    def from_config(cls, config: Config, *, token_space: JointTokenSpace) -> MagvltModel:
+    def from_config(
+        cls,
+        config: Config,
+        *,
+        token_space: JointTokenSpace,
+        tokenizers: Mapping[str, Any] | Iterable[Any] | None = None,
+        **_deps: Any,
+    ) -> MagvltModel:
+        """The model for `config`; with `tokenizers` (training from scratch) code embeddings start from their code vectors.
+
+        A saved model is rebuilt without tokenizers and then loads its weights.
+        """
         sizes = presets.architecture(
             config.preset,
             width=config.width,
@@ -51,7 +70,11 @@ class MagvltModel(nn.Module):
             dropout=config.dropout,
             embedding_dropout=config.embedding_dropout,
         )
-        return cls(token_space=token_space, architecture=sizes, special_positions=config.special_positions)
+        model = cls(token_space=token_space, architecture=sizes, special_positions=config.special_positions)
+        if config.code_init_scale > 0:
+            for modality, vectors in tokenizer_code_vectors(tokenizers).items():
+                model.init_code_embeddings(modality, vectors, scale=config.code_init_scale)
+        return model
 
     def __init__(
         self, *, token_space: JointTokenSpace, architecture: Architecture, special_positions: int | None = None
@@ -123,6 +146,11 @@ class MagvltModel(nn.Module):
         if modality not in self.length_heads:
             raise KeyError(f"modality {modality!r} has no length head (variable-length: {list(self.length_heads)})")
         return self.length_heads[modality](hidden)
+
+    def init_code_embeddings(self, modality: str, vectors: torch.Tensor, *, scale: float) -> None:
+        """Add a projection of `modality`'s tokenizer code vectors [K, D] to its (tied) code embeddings."""
+        start, stop = self.token_space.content_range(modality)
+        add_code_vectors(self.embedding.weight[start:stop], vectors, scale=scale, where=f"magvlt {modality} codes")
 
     def set_activation_checkpointing(self, enabled: bool) -> None:
         """Recompute each block in backward instead of storing its activations."""

@@ -72,7 +72,7 @@ def build_training(
     # The initial weights follow the seed alone, not whatever ran before in this process.
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
-        built_model = registry.build(model, token_space=space)
+        built_model = registry.build(model, token_space=space, tokenizers=tokenizers)
     return Training(
         token_space=space,
         model=built_model,

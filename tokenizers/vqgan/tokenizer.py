@@ -180,6 +180,10 @@ class VQGANTokenizer:
         tokens = torch.cat(codes) if codes else torch.zeros(0, self.token_space.length, dtype=torch.long)
         return Segment.full(self.modality, tokens)
 
+    def code_vectors(self) -> torch.Tensor:
+        """The codebook as the quantizer looks codes up: [codebook_size, codebook_dim] (models may start from it)."""
+        return self.autoencoder.quantizer.entries().detach().cpu().clone()
+
     @torch.no_grad()
     def decode_pixels(self, tokens: torch.Tensor) -> torch.Tensor:
         """Codes [B, grid * grid] -> uint8 images [B, 3, R, R]."""
