@@ -5,8 +5,10 @@ the data and tokenizers are those the recipe itself makes), then trains the
 recipe's `train` stage in this process and, every `--eval-every` updates,
 generates T2I and I2T for the first `--prompts` records of the held-out test
 split with the default maskgit sampler (one candidate, no reranking) and
-judges them with the `shapes_accuracy` metric. Evaluation time is excluded
-from the training time; the load average is recorded with every point.
+judges them with the `shapes_accuracy` metric. With `--guidance W` the T2I
+prompts are also generated with guidance scale W (`t2i_guided/...`).
+Evaluation time is excluded from the training time; the load average is
+recorded with every point.
 
     python benchmarks/magvlt_shapes_quality.py recipes/quickstart.yaml --threads 2 --eval-every 100
 """
@@ -29,6 +31,7 @@ from mmgen.atomic import atomic_write_text
 from mmgen.config import to_data
 from mmgen.plugins.datasets.shapes.metric import ShapesAccuracy
 from mmgen.plugins.datasets.token_cache import TokenCacheDataset
+from mmgen.plugins.generation.guidance import GuidanceOptions
 from mmgen.plugins.generation.prompts import prompts_from_records
 from mmgen.plugins.generation.stages import read_records
 from mmgen.plugins.generation.tasks import TaskRunner
@@ -36,11 +39,13 @@ from mmgen.plugins.stages.train_model import TRAIN_SPLIT_FILE, build_training, d
 from mmgen.recipe import apply_overrides, read_yaml, structure_recipe
 from mmgen.registry import load_registry
 from mmgen.runner import run_recipe
+from mmgen.samplers.maskgit import FixedLengthOptions, MaskGitSampler
 from mmgen.tokenizers.saved import load_saved_tokenizers
 from mmgen.trainer import Trainer
 
 UPSTREAM_STAGES = ("data", "tokenizers", "cache")
 REPORTED = ("t2i/accuracy", "t2i/objects_1", "t2i/objects_2", "i2t/accuracy", "i2t/objects_1", "i2t/objects_2")
+GUIDED = ("t2i_guided/accuracy", "t2i_guided/objects_1", "t2i_guided/objects_2", "t2i_guided/colour", "t2i_guided/cell")
 PROBE = ("probe/ce_rare", "probe/ce_rare_shuffled", "probe/gap", "probe/rare_recall", "probe/rare_precision")
 # Per-check shares, printed too: they move long before whole generations are right.
 CHECKS = ("probe/gap", "probe/rare_recall", "probe/rare_precision", "t2i/count", "t2i/colour", "t2i/shape", "t2i/size", "t2i/cell", "i2t/parsed", "i2t/colour", "i2t/cell")
@@ -57,7 +62,9 @@ def prepare(recipe_path: Path, overrides: list[str], registry) -> tuple[dict[str
 class Evaluation:
     """T2I and I2T on fixed held-out prompts, judged by the Shapes oracles."""
 
-    def __init__(self, *, folders: dict[str, Path], tokenizers, registry, prompts: int, seed: int) -> None:
+    def __init__(
+        self, *, folders: dict[str, Path], tokenizers, registry, prompts: int, seed: int, guidance: float = 0.0
+    ) -> None:
         records = read_records(folders["data"], "test", limit=prompts)
         # The same held-out pairs, as cached tokens, for the teacher-forced probe.
         test = TokenCacheDataset(folders["cache"] / "test.lmdb", seed=seed, tokenizers=tokenizers)
@@ -66,6 +73,7 @@ class Evaluation:
         self.prompts = {task: prompts_from_records(task, records, image_tokenizer=image_tokenizer) for task in ("t2i", "i2t")}
         self.tokenizers = tokenizers
         self.sampler = default_sampler(registry)
+        self.guided = MaskGitSampler(fixed=FixedLengthOptions(guidance=GuidanceOptions(scale=guidance))) if guidance else None
         self.metric = ShapesAccuracy()
         self.seed = seed
 
@@ -76,7 +84,12 @@ class Evaluation:
             generations += runner.run(task, prompts, seed=self.seed, batch_size=64)
         for generation in [g for g in generations if g.task == "i2t"][:3]:
             print(f"  i2t {generation.key}: {generation.outputs['text']!r}", flush=True)
-        return {**self.metric.compute(generations), **conditioning_probe(model, self.probe_batch)}
+        metrics = {**self.metric.compute(generations), **conditioning_probe(model, self.probe_batch)}
+        if self.guided is not None:
+            guided = TaskRunner(model=model, tokenizers=self.tokenizers, sampler=self.guided)
+            t2i = self.metric.compute(guided.run("t2i", self.prompts["t2i"], seed=self.seed, batch_size=64))
+            metrics.update({k.replace("t2i/", "t2i_guided/", 1): v for k, v in t2i.items() if k.startswith("t2i/")})
+        return metrics
 
 
 def main() -> None:
@@ -88,6 +101,7 @@ def main() -> None:
     parser.add_argument("--prompts", type=int, default=128, help="held-out test records per task")
     parser.add_argument("--out", type=Path, default=Path("benchmarks/results"))
     parser.add_argument("--name", default=None, help="default: magvlt_shapes_quality_<recipe name>")
+    parser.add_argument("--guidance", type=float, default=0.0, help="also T2I with this guidance scale (0: no)")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     registry = load_registry()
@@ -108,7 +122,12 @@ def main() -> None:
         condition_dropout=config.condition_dropout,
     )
     evaluate = Evaluation(
-        folders=folders, tokenizers=tokenizers, registry=registry, prompts=args.prompts, seed=recipe.header.seed
+        folders=folders,
+        tokenizers=tokenizers,
+        registry=registry,
+        prompts=args.prompts,
+        seed=recipe.header.seed,
+        guidance=args.guidance,
     )
     name = args.name or f"magvlt_shapes_quality_{recipe.name}"
     work = args.out / f"{name}_work"
@@ -134,7 +153,8 @@ def main() -> None:
             "load_average": os.getloadavg()[0],
         }
         curve.append(point)
-        shown = "  ".join(f"{key} {metrics.get(key, float('nan')):.2f}" for key in (*REPORTED, *CHECKS))
+        shown_keys = (*REPORTED, *CHECKS, *(GUIDED if args.guidance else ()))
+        shown = "  ".join(f"{key} {metrics.get(key, float('nan')):.2f}" for key in shown_keys)
         print(f"step {step:5d}  {point['train_seconds']:7.1f}s  {shown}  load {point['load_average']:.1f}", flush=True)
 
     stream = trainer.make_stream(dataset, collate=dataset.collate)
@@ -146,6 +166,7 @@ def main() -> None:
         "train": to_data(config),
         "threads": args.threads,
         "prompts": args.prompts,
+        "guidance": args.guidance,
         "parameters": sum(p.numel() for p in training.model.parameters()),
         "machine": platform.processor() or platform.machine(),
         "cpu_count": os.cpu_count(),
@@ -170,6 +191,11 @@ def main() -> None:
     lines += ["| step | " + " | ".join(PROBE) + " |", "|---|" + "---|" * len(PROBE)]
     for p in curve:
         lines.append(f"| {p['step']} | " + " | ".join(f"{p.get(key, float('nan')):.3f}" for key in PROBE) + " |")
+    if args.guidance:
+        lines += ["", f"T2I with guidance scale {args.guidance}, same prompts, one candidate:", ""]
+        lines += ["| step | " + " | ".join(GUIDED) + " |", "|---|" + "---|" * len(GUIDED)]
+        for p in curve:
+            lines.append(f"| {p['step']} | " + " | ".join(f"{p.get(key, float('nan')):.3f}" for key in GUIDED) + " |")
     atomic_write_text(stem.with_suffix(".md"), "\n".join(lines) + "\n")
     print("\n".join(lines))
 

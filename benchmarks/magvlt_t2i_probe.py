@@ -5,9 +5,11 @@ cache stages are run or reused) with the T2I task and L_mask only, and every
 `--every` updates runs the teacher-forced probe of `conditioning_probe.py` on
 the first 256 val pairs: cross-entropy of the non-background image tokens
 with the true and with shuffled captions (the gap is what the caption is
-worth), and where the model puts non-background tokens. Minutes per run, so
-training choices (class balance, width, depth, learning rate, batch) can be
-compared long before any generation is right.
+worth), and where the model puts non-background tokens; and the colour probe
+of `shapes_colour_probe.py` (does it draw the colour the caption names?).
+Minutes per run, so training choices (class balance, code embedding init,
+width, depth, learning rate, batch) can be compared long before any
+generation is right.
 
 `--synthetic` replaces each image token p with the caption's token p mod 6: a
 mapping any working model learns within a few hundred updates (a wiring check).
@@ -28,6 +30,7 @@ import torch
 
 from conditioning_probe import conditioning_probe
 from magvlt_shapes_quality import prepare
+from shapes_colour_probe import code_colour_table, colour_probe, colour_probe_inputs
 
 from mmgen.atomic import atomic_write_text
 from mmgen.batch import TokenBatch
@@ -35,6 +38,7 @@ from mmgen.objectives.mask import MaskPrediction
 from mmgen.objectives.tasks import TaskConfig, TaskDraw
 from mmgen.objectives.training_loss import TrainingLoss
 from mmgen.plugins.datasets.token_cache import TokenCacheDataset
+from mmgen.plugins.generation.stages import read_records
 from mmgen.plugins.models.magvlt import MagvltModel
 from mmgen.plugins.models.presets import Architecture
 from mmgen.plugins.stages.train_model import joint_space
@@ -42,6 +46,7 @@ from mmgen.registry import load_registry
 from mmgen.tokenizers.saved import load_saved_tokenizers
 
 VAL_PAIRS = 256
+COLOUR_TABLE_IMAGES = 1000  # training images that name each code's colour
 SYNTHETIC_PERIOD = 6
 
 
@@ -95,6 +100,8 @@ def main() -> None:
         return synthetic(batch, codes=codes) if args.synthetic else batch
 
     probe_batch = prepared(val.collate(val.__getitems__(list(range(min(VAL_PAIRS, len(val)))))))
+    code_colour = code_colour_table(tokenizers, read_records(folders["data"], "train", limit=COLOUR_TABLE_IMAGES))
+    colour_batch, colours, _ = colour_probe_inputs(tokenizers, read_records(folders["data"], "val", limit=VAL_PAIRS))
     generator = torch.Generator().manual_seed(0)
     order = torch.randperm(len(train))
     curve, started, probing = [], time.perf_counter(), 0.0
@@ -102,6 +109,8 @@ def main() -> None:
         if step % args.every == 0 or step == args.steps:
             begun = time.perf_counter()
             point = {"step": step, "train_seconds": begun - started - probing, **conditioning_probe(model, probe_batch)}
+            if not args.synthetic:
+                point.update(colour_probe(model, colour_batch, colours=colours, code_colour=code_colour))
             point["load_average"] = os.getloadavg()[0]
             probing += time.perf_counter() - begun
             curve.append(point)
@@ -122,6 +131,8 @@ def main() -> None:
     stem = args.out / f"{args.name}_{args.threads}threads"
     atomic_write_text(stem.with_suffix(".json"), json.dumps({"settings": settings, "curve": curve}, indent=2))
     keys = ("probe/gap", "probe/ce_rare", "probe/rare_recall", "probe/rare_precision")
+    if not args.synthetic:
+        keys += ("colour/right_given_object", "colour/object_mass")
     lines = [
         f"T2I probe, `{args.recipe}`, {' '.join(f'{k}={v}' for k, v in settings.items() if k not in ('recipe', 'out'))}",
         "",
