@@ -111,7 +111,12 @@ def main() -> None:
     train_spec = next(entry.spec for entry in recipe.stages if entry.key == "train")
     config = train_spec.config
     tokenizers = load_saved_tokenizers(folders["tokenizers"], registry)
-    dataset = TokenCacheDataset(folders["cache"] / TRAIN_SPLIT_FILE, seed=config.trainer.seed, tokenizers=tokenizers)
+    dataset = TokenCacheDataset(
+        folders["cache"] / TRAIN_SPLIT_FILE,
+        seed=config.trainer.seed,
+        tokenizers=tokenizers,
+        caption_weights=config.caption_weights,
+    )
     training = build_training(
         model=config.model,
         objectives=config.objectives,

@@ -101,7 +101,7 @@ def main() -> None:
 
     probe_batch = prepared(val.collate(val.__getitems__(list(range(min(VAL_PAIRS, len(val)))))))
     code_colour = code_colour_table(tokenizers, read_records(folders["data"], "train", limit=COLOUR_TABLE_IMAGES))
-    colour_batch, colours, _ = colour_probe_inputs(tokenizers, read_records(folders["data"], "val", limit=VAL_PAIRS))
+    colour_batch, colours, _, counts = colour_probe_inputs(tokenizers, read_records(folders["data"], "val", limit=VAL_PAIRS))
     generator = torch.Generator().manual_seed(0)
     order = torch.randperm(len(train))
     curve, started, probing = [], time.perf_counter(), 0.0
@@ -110,7 +110,7 @@ def main() -> None:
             begun = time.perf_counter()
             point = {"step": step, "train_seconds": begun - started - probing, **conditioning_probe(model, probe_batch)}
             if not args.synthetic:
-                point.update(colour_probe(model, colour_batch, colours=colours, code_colour=code_colour))
+                point.update(colour_probe(model, colour_batch, colours=colours, code_colour=code_colour, counts=counts))
             point["load_average"] = os.getloadavg()[0]
             probing += time.perf_counter() - begun
             curve.append(point)
@@ -132,7 +132,7 @@ def main() -> None:
     atomic_write_text(stem.with_suffix(".json"), json.dumps({"settings": settings, "curve": curve}, indent=2))
     keys = ("probe/gap", "probe/ce_rare", "probe/rare_recall", "probe/rare_precision")
     if not args.synthetic:
-        keys += ("colour/right_given_object", "colour/object_mass")
+        keys += ("colour/right_given_object", "colour/right_given_object_1", "colour/right_given_object_2", "colour/object_mass")
     lines = [
         f"T2I probe, `{args.recipe}`, {' '.join(f'{k}={v}' for k, v in settings.items() if k not in ('recipe', 'out'))}",
         "",

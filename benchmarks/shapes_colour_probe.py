@@ -13,7 +13,11 @@ probability over the codes of each colour at every object position and reports
 
 - `colour/right_given_object`: p(codes of the right colour) / p(codes of any
   object colour), averaged over object positions; 1/6 = not read at all;
-- `colour/object_mass`: p(codes of any object colour) at object positions.
+- `colour/object_mass`: p(codes of any object colour) at object positions;
+- `colour/right_given_object_1`, `_2`: the first, over one- and two-object
+  captions only. With two objects of different colours a model that reads the
+  colour words but not which object each belongs to gets ~0.5 on `_2`: this
+  measures attribute binding.
 """
 
 from __future__ import annotations
@@ -24,6 +28,7 @@ import torch
 from conditioning_probe import image_cross_entropy
 
 from mmgen.batch import TokenBatch
+from mmgen.plugins.datasets.shapes.caption_parser import parse_caption
 from mmgen.plugins.datasets.shapes.spec import BACKGROUND, PALETTE
 
 
@@ -51,8 +56,10 @@ def code_colours(codes: np.ndarray, colours: np.ndarray, *, vocab_size: int) -> 
 
 
 @torch.no_grad()
-def colour_probe(model, batch: TokenBatch, *, colours: np.ndarray, code_colour: np.ndarray) -> dict[str, float]:
-    """The probe above; `colours` [B, P] are the true patch colours of `batch`'s images."""
+def colour_probe(
+    model, batch: TokenBatch, *, colours: np.ndarray, code_colour: np.ndarray, counts: np.ndarray | None = None
+) -> dict[str, float]:
+    """The probe above; `colours` [B, P] are the true patch colours of `batch`'s images, `counts` [B] their objects."""
     was_training = model.training
     model.eval()
     try:
@@ -62,27 +69,32 @@ def colour_probe(model, batch: TokenBatch, *, colours: np.ndarray, code_colour: 
     p = probabilities.numpy()
     mass = np.stack([p[..., code_colour == c].sum(-1) for c in range(len(palette()))], -1)  # [B, P, 7]
     objects = colours > 0
-    right = mass[objects, colours[objects]]
-    object_mass = 1.0 - mass[objects, 0]
-    return {
-        "colour/right_given_object": float((right / np.maximum(object_mass, 1e-12)).mean()),
-        "colour/object_mass": float(object_mass.mean()),
+    share = mass[..., 1:] / np.maximum(1.0 - mass[..., :1], 1e-12)  # [B, P, 6] among object colours
+    right = np.take_along_axis(share, np.maximum(colours - 1, 0)[..., None], -1)[..., 0]  # [B, P]
+    result = {
+        "colour/right_given_object": float(right[objects].mean()),
+        "colour/object_mass": float((1.0 - mass[objects, 0]).mean()),
     }
+    for n in (1, 2) if counts is not None else ():
+        where = objects & (counts[:, None] == n)
+        result[f"colour/right_given_object_{n}"] = float(right[where].mean()) if where.any() else float("nan")
+    return result
 
 
 def colour_probe_inputs(tokenizers, records, *, min_pixels: int = 6):
-    """(batch with each record's first caption, patch colours [B, P]) for `colour_probe`."""
+    """(batch with each record's first caption, patch colours [B, P], codes, objects per record [B]) for `colour_probe`."""
     image_tokenizer = tokenizers["image"]
     images = torch.stack([image_tokenizer.load_item(r.data) for r in records])
     codes = image_tokenizer.encode(images)
     grid = image_tokenizer.architecture.grid
     colours = patch_colours(images, patch=images.shape[-1] // grid, min_pixels=min_pixels)
     text = tokenizers["text"].encode([r.captions[0] for r in records])
-    return TokenBatch(segments=[codes, text]), colours, codes.tokens.numpy()
+    counts = np.array([len(parse_caption(r.captions[0])) for r in records])
+    return TokenBatch(segments=[codes, text]), colours, codes.tokens.numpy(), counts
 
 
 def code_colour_table(tokenizers, records, *, min_pixels: int = 6) -> np.ndarray:
     """`code_colours` over the images of `records` (use training records)."""
-    _, colours, codes = colour_probe_inputs(tokenizers, records, min_pixels=min_pixels)
+    _, colours, codes, _ = colour_probe_inputs(tokenizers, records, min_pixels=min_pixels)
     return code_colours(codes, colours, vocab_size=tokenizers["image"].token_space.vocab_size)
 

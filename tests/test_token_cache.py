@@ -11,7 +11,13 @@ from mmgen.plugins.datasets.ingest.dataset_source import dataset_candidates
 from mmgen.plugins.datasets.ingest.pipeline import ingest
 from mmgen.plugins.datasets.lmdb_store import LmdbStore
 from mmgen.plugins.datasets.shapes.dataset import ShapesDataset
-from mmgen.plugins.datasets.token_cache import StaleCacheError, TokenCacheDataset, build_token_cache, mix
+from mmgen.plugins.datasets.token_cache import (
+    StaleCacheError,
+    TokenCacheDataset,
+    build_token_cache,
+    mix,
+    weighted_row,
+)
 from token_cache_helpers import BlockImageTokenizer, CharTokenizer
 
 TOKENIZERS = {"image": BlockImageTokenizer(), "text": CharTokenizer()}
@@ -53,6 +59,43 @@ def test_caption_choice_depends_on_seed_epoch_and_index_only(store, tmp_path):
     assert [it.index for it in data.__getitems__([3, 1, 2])] == [3, 1, 2]
     with pytest.raises(IndexError):
         data[12]
+
+
+def _draw(u: float) -> int:
+    """The hash whose top 53 bits make the uniform `u` (weighted_row's reading)."""
+    return int(u * 2.0**53) << 11
+
+
+def test_weighted_row_splits_the_unit_interval_by_cumulative_share():
+    # Shares 2 : 1 : 1 -> row 0 on [0, 0.5), row 1 on [0.5, 0.75), row 2 on [0.75, 1).
+    picks = [weighted_row(_draw(u), [2.0, 1.0, 1.0], 3) for u in (0.0, 0.49, 0.5, 0.74, 0.75, 0.999)]
+    assert picks == [0, 0, 1, 1, 2, 2]
+    # Rows past the list weigh 1: the same split; rows past `count` are ignored.
+    assert [weighted_row(_draw(u), [2.0], 3) for u in (0.49, 0.5, 0.75)] == [0, 1, 2]
+    assert [weighted_row(_draw(u), [1.0, 1.0, 5.0], 2) for u in (0.49, 0.5)] == [0, 1]
+    assert weighted_row(2**64 - 1, [0.0, 1.0, 0.0], 3) == 1  # the largest hash never runs past the last row
+    with pytest.raises(ValueError, match="give no chance to any of 2 captions"):
+        weighted_row(0, [0.0, 0.0, 3.0], 2)
+
+
+def test_caption_weights_pick_the_weighted_rows(store, tmp_path):
+    cache = build_token_cache(store, tmp_path / "train.lmdb", tokenizers=TOKENIZERS, progress=False)
+    source = LmdbStore(store)
+    for weights, row in (([1.0, 0.0, 0.0, 0.0, 0.0], 0), ([0.0, 0.0, 1.0, 0.0, 0.0], 2)):
+        data = TokenCacheDataset(cache, seed=5, caption_weights=weights)
+        expected = TOKENIZERS["text"].encode([source[i].captions[row] for i in range(12)]).tokens.numpy()
+        assert all(np.array_equal(data[i].tokens["text"], expected[i]) for i in range(12))
+    # Row 0 three times as likely as each other row: its share over 12 items x 20 epochs is near 3/7.
+    data = TokenCacheDataset(cache, seed=5, caption_weights=[3.0])
+    first = TOKENIZERS["text"].encode([source[i].captions[0] for i in range(12)]).tokens.numpy()
+    shown = 0
+    for epoch in range(20):
+        data.set_epoch(epoch)
+        shown += sum(np.array_equal(data[i].tokens["text"], first[i]) for i in range(12))
+    assert 0.33 < shown / 240 < 0.53  # uniform would be 0.2 (5 captions)
+    for bad in ([], [1.0, -1.0]):
+        with pytest.raises(ValueError, match="caption_weights must be a non-empty list of weights >= 0"):
+            TokenCacheDataset(cache, caption_weights=bad)
 
 
 def test_collate_gives_one_segment_per_modality_in_cache_order(store, tmp_path):

@@ -15,6 +15,7 @@ from mmgen.objectives.tasks import TaskConfig, TaskDraw, paper_tasks
 from mmgen.objectives.training_loss import TrainingLoss
 from mmgen.plugins.datasets.ingest.dataset_source import dataset_candidates
 from mmgen.plugins.datasets.ingest.pipeline import ingest
+from mmgen.plugins.datasets.lmdb_store import LmdbStore
 from mmgen.plugins.datasets.shapes.dataset import ShapesDataset
 from mmgen.plugins.datasets.token_cache import build_token_cache
 from mmgen.plugins.models.saved import DESCRIPTION_FILE, WEIGHTS_FILE, load_trained_model, space_from_data
@@ -267,3 +268,28 @@ def test_a_task_enters_the_draw_at_its_start_step():
         TaskDraw({"i2t": TaskConfig(context=("image",), target=("text",), start_step=5)}, seed=0)
     with pytest.raises(ValueError, match="start_step must be >= 0"):
         TaskConfig(context=("image",), target=("text",), start_step=-1)
+
+
+def test_the_stage_reads_captions_with_the_recipes_caption_weights(registry, tmp_path, monkeypatch):
+    import mmgen.plugins.stages.train_model as train_model
+
+    tokenizers = {"image": SavedBlockImageTokenizer(), "text": SavedCharTokenizer()}
+    save_tokenizers(tokenizers, tmp_path / "tokenizers")
+    store = tmp_path / "data" / "train.lmdb"
+    ingest(dataset_candidates(ShapesDataset(size=32, counts={"train": 4}), "train"), store, progress=False)
+    build_token_cache(store, tmp_path / "cache" / "train.lmdb", tokenizers=tokenizers, progress=False)
+    data = {"model": {"use": "magvlt", "preset": "tiny"}, "objectives": ["mask"], "caption_weights": [1, 0, 0, 0, 0]}
+    stage = registry.build(structure_spec("stages", {"use": "train", **data}, path="stages.train", registry=registry))
+    seen = {}
+    monkeypatch.setattr(train_model, "train_and_save", lambda config, *, dataset, **_: seen.update(dataset=dataset))
+    context = StageContext(
+        out_dir=tmp_path / "train",
+        artefacts={"tokenizers": tmp_path / "tokenizers", "cache": tmp_path / "cache"},
+        registry=WithTestTokenizers(registry),
+        tracker=None,
+        seed=0,
+    )
+    stage.run(context)
+    assert seen["dataset"].caption_weights == (1.0, 0.0, 0.0, 0.0, 0.0)
+    first = tokenizers["text"].encode([LmdbStore(store)[i].captions[0] for i in range(4)]).tokens.numpy()
+    assert all((seen["dataset"][i].tokens["text"] == first[i]).all() for i in range(4))

@@ -75,6 +75,19 @@ def mix(seed: int, epoch: int, index: int) -> int:
     return int(caption_draws(seed, epoch, np.array([index]))[0])
 
 
+def weighted_row(draw: int, weights: Sequence[float], count: int) -> int:
+    """The caption row that hash `draw` picks among `count` rows, row i with chance weights[i] / sum.
+
+    Rows past the end of `weights` weigh 1. The top 53 bits of the hash make a
+    uniform u in [0, 1); the row is the first whose cumulative share exceeds u.
+    """
+    shares = np.array([weights[i] if i < len(weights) else 1.0 for i in range(count)], dtype=np.float64)
+    if shares.sum() <= 0:
+        raise ValueError(f"caption weights {list(weights)} give no chance to any of {count} captions")
+    u = (draw >> 11) / 2.0**53
+    return min(int(np.searchsorted(np.cumsum(shares) / shares.sum(), u, side="right")), count - 1)
+
+
 def read_header(path: Path) -> dict[str, Any] | None:
     if not (Path(path) / "data.mdb").is_file():
         return None
@@ -291,14 +304,29 @@ class TokenCacheDataset:
     """A map-style dataset over a token cache.
 
     Item `i` of epoch `e` takes caption row mix(seed, e, i) % captions, so 0 and
-    N DataLoader workers, and a resumed run, read the same samples. The LMDB
-    environment opens lazily in whichever process reads first.
+    N DataLoader workers, and a resumed run, read the same samples. With
+    `caption_weights` the same hash picks row r with chance weights[r] / sum
+    (`weighted_row`): to show one caption style more often, such as the Shapes
+    `full` template (row 0) that evaluation prompts use. The LMDB environment
+    opens lazily in whichever process reads first.
     """
 
-    def __init__(self, path: Path | str, *, seed: int = 0, tokenizers: Mapping[str, Any] | None = None) -> None:
+    def __init__(
+        self,
+        path: Path | str,
+        *,
+        seed: int = 0,
+        tokenizers: Mapping[str, Any] | None = None,
+        caption_weights: Sequence[float] | None = None,
+    ) -> None:
         self.path = Path(path)
         self.seed = seed
         self.epoch = 0
+        if caption_weights is not None and (not caption_weights or min(caption_weights) < 0):
+            raise ValueError(
+                f"{self.path}: caption_weights must be a non-empty list of weights >= 0, got {caption_weights}"
+            )
+        self.caption_weights = None if caption_weights is None else tuple(float(w) for w in caption_weights)
         header = read_header(self.path)
         if header is None or header.get("format") != FORMAT:
             raise StaleCacheError(f"{self.path}: no token cache here")
@@ -343,7 +371,7 @@ class TokenCacheDataset:
         for itemsize in self._itemsizes:
             count, width = ROW_HEADER.unpack_from(value, offset)
             offset += 8  # ROW_HEADER.size
-            row = 0 if count == 1 else draw % count
+            row = 0 if count == 1 else self._row(draw, count)
             size = width * itemsize
             start = offset + row * size
             rows.append(value[start : start + size])
@@ -351,6 +379,11 @@ class TokenCacheDataset:
             lengths.append(int.from_bytes(value[offset + 4 * row : offset + 4 * row + 4], "little", signed=True))
             offset += 4 * count
         return TokenItem(index, tuple(rows), tuple(lengths), self._layout)
+
+    def _row(self, draw: int, count: int) -> int:
+        if self.caption_weights is None:
+            return draw % count
+        return weighted_row(draw, self.caption_weights, count)
 
     def __getitem__(self, index: int) -> TokenItem:
         return self.__getitems__([index])[0]

@@ -128,6 +128,9 @@ class TrainModelStage:
         trainer: TrainerConfig = attrs.field(factory=TrainerConfig)
         # Per row, the chance its whole context is MASK (for classifier-free guidance; MAGVLT: 0).
         condition_dropout: float = attrs.field(default=0.0, validator=_probability)
+        # Relative chance of each caption row of a record (rows past the list weigh 1); null: uniform.
+        # Shapes: row 0 is the `full` template that evaluation prompts use.
+        caption_weights: tuple[float, ...] | None = None
         samples: SampleOptions = attrs.field(factory=SampleOptions)
         tokenizers_stage: str = "tokenizers"  # the earlier stages this one reads
         cache_stage: str = "cache"
@@ -149,7 +152,12 @@ class TrainModelStage:
         tokenizers = load_saved_tokenizers(ctx.artefact(config.tokenizers_stage), ctx.registry)
         # Passing the tokenizers makes the dataset refuse a cache that other tokenizers made.
         cache = ctx.artefact(config.cache_stage)
-        dataset = TokenCacheDataset(cache / TRAIN_SPLIT_FILE, seed=config.trainer.seed, tokenizers=tokenizers)
+        dataset = TokenCacheDataset(
+            cache / TRAIN_SPLIT_FILE,
+            seed=config.trainer.seed,
+            tokenizers=tokenizers,
+            caption_weights=config.caption_weights,
+        )
         # Read before training, so a missing split fails now rather than at the first sample.
         prompts = None
         if ctx.tracker is not None and config.samples.prompts > 0:
