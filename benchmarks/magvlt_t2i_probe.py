@@ -6,7 +6,11 @@ cache stages are run or reused) with the T2I task and L_mask only, and every
 the first 256 val pairs: cross-entropy of the non-background image tokens
 with the true and with shuffled captions (the gap is what the caption is
 worth), and where the model puts non-background tokens; and the colour probe
-of `shapes_colour_probe.py` (does it draw the colour the caption names?).
+of `shapes_colour_probe.py` (does it draw the colour the caption names, and
+for two-object captions, on the right object?). `--caption-weights 1 0 0 0 0`
+trains on each record's first caption only (Shapes: the `full` template),
+as the train stage's `caption_weights` does; the probes read the same val
+pairs either way.
 Minutes per run, so training choices (class balance, code embedding init,
 width, depth, learning rate, batch) can be compared long before any
 generation is right.
@@ -73,6 +77,8 @@ def main() -> None:
     parser.add_argument("--heads", type=int, default=4)
     parser.add_argument("--code-init-scale", type=float, default=MagvltModel.Config().code_init_scale,
                         help="code embeddings from the VQ codebook (plugins/models/code_init.py); 0: the paper's random init")
+    parser.add_argument("--caption-weights", type=float, nargs="+", default=None,
+                        help="train caption rows with these weights (as the train stage's caption_weights)")
     parser.add_argument("--synthetic", action="store_true")
     parser.add_argument("--out", type=Path, default=Path("benchmarks/results"))
     parser.add_argument("--name", default="magvlt_t2i_probe")
@@ -82,7 +88,9 @@ def main() -> None:
     registry = load_registry()
     folders, _ = prepare(args.recipe, [], registry)
     tokenizers = load_saved_tokenizers(folders["tokenizers"], registry)
-    train = TokenCacheDataset(folders["cache"] / "train.lmdb", seed=0, tokenizers=tokenizers)
+    train = TokenCacheDataset(
+        folders["cache"] / "train.lmdb", seed=0, tokenizers=tokenizers, caption_weights=args.caption_weights
+    )
     val = TokenCacheDataset(folders["cache"] / "val.lmdb", seed=0, tokenizers=tokenizers)
     space = joint_space(tokenizers, [])
     codes = space.space("image").vocab_size
@@ -101,7 +109,8 @@ def main() -> None:
 
     probe_batch = prepared(val.collate(val.__getitems__(list(range(min(VAL_PAIRS, len(val)))))))
     code_colour = code_colour_table(tokenizers, read_records(folders["data"], "train", limit=COLOUR_TABLE_IMAGES))
-    colour_batch, colours, _, counts = colour_probe_inputs(tokenizers, read_records(folders["data"], "val", limit=VAL_PAIRS))
+    val_records = read_records(folders["data"], "val", limit=VAL_PAIRS)
+    colour_batch, colours, _, counts = colour_probe_inputs(tokenizers, val_records)
     generator = torch.Generator().manual_seed(0)
     order = torch.randperm(len(train))
     curve, started, probing = [], time.perf_counter(), 0.0
@@ -132,7 +141,8 @@ def main() -> None:
     atomic_write_text(stem.with_suffix(".json"), json.dumps({"settings": settings, "curve": curve}, indent=2))
     keys = ("probe/gap", "probe/ce_rare", "probe/rare_recall", "probe/rare_precision")
     if not args.synthetic:
-        keys += ("colour/right_given_object", "colour/right_given_object_1", "colour/right_given_object_2", "colour/object_mass")
+        keys += ("colour/right_given_object", "colour/right_given_object_1", "colour/right_given_object_2")
+        keys += ("colour/object_mass",)
     lines = [
         f"T2I probe, `{args.recipe}`, {' '.join(f'{k}={v}' for k, v in settings.items() if k not in ('recipe', 'out'))}",
         "",

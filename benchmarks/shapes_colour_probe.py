@@ -82,7 +82,7 @@ def colour_probe(
 
 
 def colour_probe_inputs(tokenizers, records, *, min_pixels: int = 6):
-    """(batch with each record's first caption, patch colours [B, P], codes, objects per record [B]) for `colour_probe`."""
+    """For `colour_probe`: (batch with each record's first caption, patch colours [B, P], codes, objects [B])."""
     image_tokenizer = tokenizers["image"]
     images = torch.stack([image_tokenizer.load_item(r.data) for r in records])
     codes = image_tokenizer.encode(images)
