@@ -11,6 +11,7 @@ from mmgen.plugins.datasets.shapes.captions import prompt
 from mmgen.plugins.datasets.shapes.dataset import ShapesDataset
 from mmgen.plugins.datasets.shapes.render import render
 from mmgen.plugins.datasets.shapes.scene import Scene
+from mmgen.plugins.datasets.shapes.spec import CELLS
 
 COUNTS = {"train": 40, "val": 10, "test": 10, "holdout": 10}
 
@@ -66,3 +67,22 @@ def test_config_and_errors():
         ShapesDataset(holdout_pairs=("pink circle",))
     with pytest.raises(ValueError, match="size must be one of"):
         ShapesDataset(size=100)
+
+
+def test_reading_order_lists_objects_by_cell_with_the_same_pixels():
+    counts = {"train": 40}
+    drawn = ShapesDataset(size=32, max_objects=3, counts=counts, seed=4)
+    reading = ShapesDataset(size=32, max_objects=3, counts=counts, seed=4, object_order="reading")
+    swapped = 0
+    for index in range(40):
+        before, after = drawn.record("train", index), reading.record("train", index)
+        assert after.data == before.data  # the same image
+        cells = [o["cell"] for o in after.meta["objects"]]
+        assert cells == sorted(cells, key=CELLS.index)
+        assert sorted(cells) == sorted(o["cell"] for o in before.meta["objects"])
+        assert after.captions[0] == prompt(Scene.from_json(after.meta).specs)  # `full` follows the order
+        swapped += cells != [o["cell"] for o in before.meta["objects"]]
+    assert swapped > 5  # drawn order is random, so many scenes were reordered
+    assert ShapesDataset.from_config(ShapesDataset.Config(object_order="reading")).object_order == "reading"
+    with pytest.raises(ValueError, match="object_order must be one of \\('drawn', 'reading'\\), got 'sorted'"):
+        ShapesDataset(object_order="sorted")

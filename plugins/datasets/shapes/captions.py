@@ -15,7 +15,8 @@ from those that apply, so not every caption mentions every attribute:
 
 Relations compare grid positions: `to the left of` / `to the right of` compare
 columns, `above` / `below` compare rows; only a true one is ever written.
-Objects appear in scene order in `full` and in a random order elsewhere.
+Objects appear in scene order in `full` (the dataset's `object_order`: as drawn, or by
+cell in reading order) and in a random order elsewhere.
 """
 
 from __future__ import annotations

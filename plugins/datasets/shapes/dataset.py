@@ -12,7 +12,7 @@ from PIL import Image
 from .captions import make_captions
 from .render import render, sample_scene
 from .scene import Scene
-from .spec import CANVAS_SIZES, MAX_OBJECTS, all_pairs, parse_pair
+from .spec import CANVAS_SIZES, CELLS, MAX_OBJECTS, all_pairs, parse_pair
 
 if TYPE_CHECKING:
     from mmgen.batch import Record
@@ -20,6 +20,9 @@ if TYPE_CHECKING:
 # Each split draws from its own seed stream, so a split's records do not depend on
 # the other splits' counts.
 SPLIT_STREAMS = {"train": 0, "val": 1, "test": 2, "holdout": 3}
+# `drawn`: objects in the order their cells were drawn (random); `reading`: by cell,
+# row by row, so the `full` caption (and evaluation prompt) of a scene is unique.
+OBJECT_ORDERS = ("drawn", "reading")
 
 
 def encode_png(pixels: np.ndarray) -> bytes:
@@ -34,6 +37,11 @@ class ShapesDataset:
     With `hold_out`, `holdout_pairs` never appear in train or val; test draws from
     every pair, and the extra `holdout` split puts at least one held-out pair in
     every scene, to measure compositional generalisation.
+
+    `object_order` sets the order of a scene's objects, which the `full` caption
+    follows: `drawn` (random) gives a two-object image two equally right full
+    captions, which a parallel caption decoder can mix; `reading` lists objects
+    by cell, row by row, so each image has one. The pixels are the same either way.
     """
 
     name: ClassVar[str] = "shapes"
@@ -49,6 +57,7 @@ class ShapesDataset:
         seed: int = 0
         holdout_pairs: tuple[str, ...] = ("yellow triangle",)
         hold_out: bool = True
+        object_order: str = "drawn"
 
     def __init__(
         self,
@@ -59,7 +68,10 @@ class ShapesDataset:
         seed: int = 0,
         holdout_pairs: tuple[str, ...] = ("yellow triangle",),
         hold_out: bool = True,
+        object_order: str = "drawn",
     ) -> None:
+        if object_order not in OBJECT_ORDERS:
+            raise ValueError(f"shapes: object_order must be one of {OBJECT_ORDERS}, got {object_order!r}")
         if size not in CANVAS_SIZES:
             raise ValueError(f"shapes: size must be one of {CANVAS_SIZES}, got {size}")
         if not 1 <= max_objects <= MAX_OBJECTS:
@@ -71,6 +83,7 @@ class ShapesDataset:
         self.size = size
         self.max_objects = max_objects
         self.seed = seed
+        self.object_order = object_order
         self.held_out = tuple(parse_pair(p) for p in holdout_pairs) if hold_out else ()
         if not self.held_out:
             counts.pop("holdout", None)
@@ -88,6 +101,7 @@ class ShapesDataset:
             seed=config.seed,
             holdout_pairs=config.holdout_pairs,
             hold_out=config.hold_out,
+            object_order=config.object_order,
         )
 
     def splits(self) -> tuple[str, ...]:
@@ -103,9 +117,14 @@ class ShapesDataset:
         rng = np.random.default_rng([self.seed, SPLIT_STREAMS[split], index])
         if split in ("train", "val"):
             allowed = [pair for pair in all_pairs() if pair not in self.held_out]
-            return sample_scene(rng, size=self.size, max_objects=self.max_objects, allowed_pairs=allowed), rng
-        required = self.held_out if split == "holdout" else None
-        return sample_scene(rng, size=self.size, max_objects=self.max_objects, required_pairs=required), rng
+            scene = sample_scene(rng, size=self.size, max_objects=self.max_objects, allowed_pairs=allowed)
+        else:
+            required = self.held_out if split == "holdout" else None
+            scene = sample_scene(rng, size=self.size, max_objects=self.max_objects, required_pairs=required)
+        if self.object_order == "reading":
+            by_cell = sorted(scene.objects, key=lambda o: CELLS.index(o.spec.cell))
+            scene = Scene(size=scene.size, objects=tuple(by_cell))
+        return scene, rng
 
     def record(self, split: str, index: int) -> Record:
         from mmgen.batch import Record  # here, so registering the plugin does not import torch
