@@ -43,6 +43,7 @@ class ClipStage:
         depth: int = 2
         heads: int = 4
         embed_dim: int = 64
+        local_mixing: int = 0  # a kxk convolution over the image tokens' grid (ClipSizes)
         trainer: TrainerConfig = TrainerConfig(steps=300, batch_size=64, lr=1e-3, warmup_steps=30, checkpoint_every=100)
         train_file: str = "train.lmdb"
         eval_file: str = "val.lmdb"
@@ -83,6 +84,8 @@ class ClipStage:
                 depth=config.depth,
                 heads=config.heads,
                 embed_dim=config.embed_dim,
+                image_grid=tuple(image_space.shape) if len(image_space.shape) == 2 else None,
+                local_mixing=config.local_mixing,
             )
         )
         collate = pair_collate(
