@@ -1,15 +1,20 @@
-"""A convolution over each grid segment's input embeddings: an optional locality prior for MAGVLT.
+"""A convolution over each grid segment's input embeddings: an optional locality prior (off by default).
 
 Not in the paper, whose transformer sees image tokens only through learned
-positions. On Shapes the weak skill of a small MAGVLT is I2T's shape word: a
-shape is a spatial arrangement of 4-9 VQ codes, and a bag of codes names it
-only 63% of the time (a linear classifier on code counts, held-out images),
-while two 3x3 convolutions over the code grid name it 99% of the time after
-400 updates. `local_mixing: k` adds `conv_k(x)` to the embeddings of every
+positions. The motive is I2T's shape word on Shapes: a shape is a spatial
+arrangement of 4-9 VQ codes, and a bag of codes names it only 63% of the time
+(a linear classifier on code counts, held-out one-object images), while two
+3x3 convolutions over the code grid name it 99% of the time after 400
+updates. `local_mixing: k` adds `conv_k(x)` to the embeddings of every
 segment whose token space is a 2-D grid (images; text is untouched), before
 the first block. The convolution starts at zero, so a new model starts as the
-paper's and learns how much locality to use; masked positions take part like
-any other (their neighbours still say where an object's edge is).
+paper's; masked positions take part like any other.
+
+Measured (README, "Local mixing"): in MAGVLT it slows T2I early on, so the
+recipes leave it off: quickstart training, 450 updates, 128 test prompts, one
+candidate, T2I all-correct 0.08 with k = 3 against 0.30 without (object cell
+right 0.48 against 0.88). It is here, with CLIP's `local_mixing`, for
+experiments at other scales.
 """
 
 from __future__ import annotations
