@@ -381,6 +381,14 @@ def test_cli_generates_with_loaded_artefacts(tmp_path, monkeypatch):
     assert "generations/grid-i2t.png" in logged and "generations/generations.jsonl" in logged
     bad = CliRunner().invoke(generate, [*args[:-4], "--set", "variable.stepz=2", "--tracker", "none"])
     assert bad.exit_code == 2 and "did you mean 'steps'" in bad.output
+    assert (run.data.params["candidates"], run.data.params["rerank"], run.data.params["refine"]) == ("1", "clip", "False")
+    seen.clear()
+    cycle = [*args, "--candidates", "2", "--rerank", "cycle", "--refine", "--tracker", "none"]
+    result = CliRunner().invoke(generate, cycle)
+    assert result.exit_code == 0, result.output
+    assert result.output.splitlines()[0] == "i2t-0000\tred circle" and seen["clip_dir"] is None  # no CLIP needed
+    wrong_task = CliRunner().invoke(generate, ["--task", "t2i", "--prompt", "red", *args[4:], "--rerank", "cycle"])
+    assert wrong_task.exit_code == 2 and "--rerank cycle and --refine work on i2t captions, not t2i" in wrong_task.output
 
 
 class FakeTracker:

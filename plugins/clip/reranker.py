@@ -25,8 +25,12 @@ class ClipReranker:
 
     def best(self, image: Segment, text: Segment, *, candidates: int) -> torch.Tensor:
         """For rows grouped in consecutive runs of `candidates`, the row index of each group's best pair."""
-        scores = self.scores(image, text)
-        if scores.shape[0] % candidates:
-            raise ValueError(f"{scores.shape[0]} rows do not split into groups of {candidates} candidates")
-        starts = torch.arange(0, scores.shape[0], candidates, device=scores.device)
-        return scores.view(-1, candidates).argmax(dim=1) + starts
+        return best_in_groups(self.scores(image, text), candidates=candidates)
+
+
+def best_in_groups(scores: torch.Tensor, *, candidates: int) -> torch.Tensor:
+    """Row index of the highest score in each consecutive group of `candidates` rows."""
+    if scores.shape[0] % candidates:
+        raise ValueError(f"{scores.shape[0]} rows do not split into groups of {candidates} candidates")
+    starts = torch.arange(0, scores.shape[0], candidates, device=scores.device)
+    return scores.view(-1, candidates).argmax(dim=1) + starts

@@ -91,7 +91,20 @@ def _stage_dir(explicit: Path | None, run_dir: Path | None, stage: str, *, requi
     type=click.Path(exists=True, file_okay=False, path_type=Path),
     help="A clip stage folder (needed for --candidates > 1).",
 )
-@click.option("--candidates", type=int, default=1, show_default=True, help="Candidates per prompt, CLIP-reranked.")
+@click.option("--candidates", type=int, default=1, show_default=True, help="Candidates per prompt, reranked.")
+@click.option(
+    "--rerank",
+    type=click.Choice(["clip", "cycle"]),
+    default="clip",
+    show_default=True,
+    help="Reranker of candidates: CLIP, or (i2t) the model's own log p(image | caption).",
+)
+@click.option(
+    "--refine/--no-refine",
+    default=False,
+    show_default=True,
+    help="i2t: refine each caption word by word against log p(image | caption).",
+)
 @click.option("--sampler", "sampler_name", default="maskgit", show_default=True)
 @click.option("--set", "overrides", multiple=True, metavar="KEY.PATH=VALUE", help="Sampler option, e.g. fixed.steps=8.")
 @click.option("--seed", type=int, default=0, show_default=True)
@@ -124,6 +137,8 @@ def generate(
     model_dir,
     clip_dir,
     candidates,
+    rerank,
+    refine,
     sampler_name,
     overrides,
     seed,
@@ -138,7 +153,10 @@ def generate(
     from mmgen.registry import load_registry
 
     from .artefacts import load_for_generation
+    from .caption_refine import CaptionRefiner
+    from .cycle_score import CycleReranker
     from .prompts import command_line_prompts
+    from .refine_config import RefineConfig
     from .regions import parse_box
     from .store import publish
     from .tasks import TaskRunner
@@ -148,12 +166,14 @@ def generate(
         tracker = registry.build(_tracker_spec(tracker_name, experiment, registry))
         sampler = registry.build(_sampler_spec(sampler_name, overrides, registry))
         box = parse_box(region) if region else None
+        if task != "i2t" and (rerank == "cycle" or refine):
+            raise ValueError(f"--rerank cycle and --refine work on i2t captions, not {task}")
     except (ConfigError, ValueError) as exc:
         raise click.UsageError(str(exc)) from None
     loaded = load_for_generation(
         tokenizers_dir=_stage_dir(tokenizers_dir, run_dir, "tokenizers"),
         model_dir=_stage_dir(model_dir, run_dir, "train"),
-        clip_dir=_stage_dir(clip_dir, run_dir, "clip", required=candidates > 1),
+        clip_dir=_stage_dir(clip_dir, run_dir, "clip", required=candidates > 1 and rerank == "clip"),
         registry=registry,
         device=device,
     )
@@ -166,7 +186,13 @@ def generate(
     except ValueError as exc:
         raise click.UsageError(str(exc)) from None
     runner = TaskRunner(
-        model=loaded.model, tokenizers=loaded.tokenizers, sampler=sampler, reranker=loaded.reranker, device=device
+        model=loaded.model,
+        tokenizers=loaded.tokenizers,
+        sampler=sampler,
+        reranker=loaded.reranker,
+        rerankers={"i2t": CycleReranker(loaded.model)} if rerank == "cycle" else None,
+        refiners={"i2t": CaptionRefiner(loaded.model, config=RefineConfig())} if refine else None,
+        device=device,
     )
     generations = runner.run(task, task_prompts, candidates=candidates, seed=seed, batch_size=batch_size)
     out_dir = out_dir or Path("generations") / f"{task}-seed{seed}"
@@ -175,7 +201,8 @@ def generate(
         text = generation.outputs.get("text")
         click.echo(f"{generation.key}\t{text}" if text is not None else generation.key)
     click.echo(f"wrote {jsonl} and grid-{task}.png in {out_dir}")
-    _track(tracker, task=task, seed=seed, candidates=candidates, overrides=overrides, out_dir=out_dir)
+    options = {"candidates": candidates, "rerank": rerank, "refine": refine}
+    _track(tracker, task=task, seed=seed, options=options, overrides=overrides, out_dir=out_dir)
 
 
 def _tracker_spec(name: str, experiment: str, registry):
@@ -185,12 +212,12 @@ def _tracker_spec(name: str, experiment: str, registry):
     return structure_spec("trackers", data, path="--tracker", registry=registry)
 
 
-def _track(tracker, *, task: str, seed: int, candidates: int, overrides: tuple[str, ...], out_dir: Path) -> None:
+def _track(tracker, *, task: str, seed: int, options: dict, overrides: tuple[str, ...], out_dir: Path) -> None:
     """One tracked run per command: its options as params, the output folder as artefacts."""
     tracker.start(run_name=f"generate-{task}", tags={"mmgen.command": "generate"})
     status = "FAILED"
     try:
-        tracker.log_params({"task": task, "seed": seed, "candidates": candidates, **dict(o.split("=", 1) for o in overrides)})
+        tracker.log_params({"task": task, "seed": seed, **options, **dict(o.split("=", 1) for o in overrides)})
         tracker.log_artifact(out_dir, artifact_path="generations")
         status = "FINISHED"
     finally:

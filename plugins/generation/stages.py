@@ -6,7 +6,7 @@ import inspect
 import json
 import logging
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Literal
 
 import attrs
 
@@ -14,6 +14,7 @@ from mmgen.atomic import atomic_write_text
 from mmgen.config import Spec, component, components
 from mmgen.stage import StageContext
 
+from .refine_config import RefineConfig
 from .task_names import TASK_NAMES
 
 log = logging.getLogger(__name__)
@@ -31,8 +32,13 @@ class GenerateStage:
     """Runs generation tasks on the first `prompts` records of the data stage's held-out split.
 
     Reads the `tokenizers`, `train` (the model) and, when any task has more than
-    one candidate, `clip` stage folders. Writes PNGs, `generations.jsonl` and a
-    grid per task, all logged to the tracker.
+    one candidate reranked by CLIP, `clip` stage folders. Writes PNGs,
+    `generations.jsonl` and a grid per task, all logged to the tracker.
+
+    `rerank` picks each task's reranker: "clip" (MAGVLT; the default) or
+    "cycle" (the model's own log p(image | caption), for tasks that make text
+    from an image: cycle_score.py). `refine` runs cycle-checked caption
+    refinement on i2t (caption_refine.py).
     """
 
     name: ClassVar[str] = "generate"
@@ -43,6 +49,8 @@ class GenerateStage:
         tasks: tuple[str, ...] = attrs.field(default=("t2i", "i2t"), validator=_known_tasks)
         prompts: int = 16
         candidates: dict[str, int] = attrs.field(factory=dict)  # per task; MAGVLT uses t2i: 32, i2t: 64
+        rerank: dict[str, Literal["clip", "cycle"]] = attrs.field(factory=dict)  # per task; default clip
+        refine: dict[str, RefineConfig] = attrs.field(factory=dict)  # i2t only
         seed: int | None = None  # None: the recipe's seed
         split: str = "test"
         batch_size: int = 16
@@ -59,35 +67,49 @@ class GenerateStage:
 
     @classmethod
     def from_config(cls, config: Config, **_: Any) -> GenerateStage:
-        unknown = set(config.candidates) - set(config.tasks)
-        if unknown:
-            raise ValueError(f"candidates given for tasks not run: {sorted(unknown)} (tasks: {list(config.tasks)})")
+        for option in ("candidates", "rerank", "refine"):
+            unknown = set(getattr(config, option)) - set(config.tasks)
+            if unknown:
+                raise ValueError(f"{option} given for tasks not run: {sorted(unknown)} (tasks: {list(config.tasks)})")
+        for task, how in config.rerank.items():
+            if how == "cycle" and task != "i2t":
+                raise ValueError(f"rerank: the cycle reranker scores captions of given images (i2t), not {task!r}")
+        if set(config.refine) - {"i2t"}:
+            raise ValueError(f"refine: caption refinement runs on i2t only, not {sorted(set(config.refine) - {'i2t'})}")
         return cls(config)
 
     def run(self, ctx: StageContext) -> None:
         from .artefacts import load_for_generation
+        from .caption_refine import CaptionRefiner
+        from .cycle_score import CycleReranker
         from .prompts import prompts_from_records
         from .store import publish
         from .tasks import TaskRunner
 
         config = self.config
-        reranking = any(n > 1 for n in config.candidates.values())
+        clip_reranking = any(
+            n > 1 and config.rerank.get(task, "clip") == "clip" for task, n in config.candidates.items()
+        )
         loaded = load_for_generation(
             tokenizers_dir=ctx.artefact(config.tokenizers_stage),
             model_dir=ctx.artefact(config.model_stage),
-            clip_dir=ctx.artefact(config.clip_stage) if reranking else None,
+            clip_dir=ctx.artefact(config.clip_stage) if clip_reranking else None,
             registry=ctx.registry,
             device=ctx.device,
         )
+        modalities = {"image_modality": config.image_modality, "text_modality": config.text_modality}
         sampler = ctx.registry.build(config.sampler) if config.sampler is not None else _default_sampler(ctx.registry)
         runner = TaskRunner(
             model=loaded.model,
             tokenizers=loaded.tokenizers,
             sampler=sampler,
             reranker=loaded.reranker,
-            image_modality=config.image_modality,
-            text_modality=config.text_modality,
+            rerankers={
+                task: CycleReranker(loaded.model, **modalities) for task, how in config.rerank.items() if how == "cycle"
+            },
+            refiners={task: CaptionRefiner(loaded.model, config=c, **modalities) for task, c in config.refine.items()},
             device=ctx.device,
+            **modalities,
         )
         records = read_records(ctx.artefact(config.data_stage), config.split, limit=config.prompts)
         seed = ctx.seed if config.seed is None else config.seed

@@ -115,7 +115,9 @@ class TaskRunner:
     `candidates` > 1 generates that many rows per prompt and keeps the one the
     reranker scores best (MAGVLT: 32 for T2I, 64 for I2T, CLIP-reranked). A
     reranker has `best(image: Segment, text: Segment, *, candidates) -> row
-    indices`, one per consecutive group of `candidates` rows.
+    indices`, one per consecutive group of `candidates` rows; `rerankers` names
+    one per task in place of `reranker` (e.g. {"i2t": CycleReranker(model)}).
+    `refiners` maps "i2t" to a CaptionRefiner run on the chosen captions.
     """
 
     def __init__(
@@ -125,6 +127,8 @@ class TaskRunner:
         tokenizers: Mapping[str, Any],
         sampler: Any,
         reranker: Any = None,
+        rerankers: Mapping[str, Any] | None = None,
+        refiners: Mapping[str, Any] | None = None,
         image_modality: str = "image",
         text_modality: str = "text",
         device: str | torch.device = "cpu",
@@ -133,6 +137,11 @@ class TaskRunner:
         self.tokenizers = tokenizers
         self.sampler = sampler
         self.reranker = reranker
+        self.rerankers = dict(rerankers or {})
+        self.refiners = dict(refiners or {})
+        for task in self.refiners:
+            if task != "i2t":
+                raise ValueError(f"caption refinement runs on i2t only (a caption of a given image), not {task!r}")
         self.modality = {"image": image_modality, "text": text_modality}
         self.device = torch.device(device)
         if hasattr(model, "eval"):
@@ -148,7 +157,7 @@ class TaskRunner:
             raise ValueError(f"candidates must be >= 1, got {candidates}")
         if candidates > 1 and rerank_pair(spec.makes, spec.needs) is None:
             candidates = 1  # nothing to score an image-only or text-only result against
-        if candidates > 1 and self.reranker is None:
+        if candidates > 1 and self._reranker(task) is None:
             raise ValueError(f"{candidates} candidates per prompt need a reranker (a trained clip stage)")
         generator = torch.Generator(device=self.device).manual_seed(seed)
         per_batch = max(1, batch_size // candidates)
@@ -177,7 +186,10 @@ class TaskRunner:
         result = self.sampler.generate(self.model, request, generator=generator)
         outputs = {self._role(s.modality): s for s in result.segments}
         keep = self._best_rows(spec, inputs, outputs, candidates)
-        decoded = {role: self._decode(role, segment.select(keep)) for role, segment in outputs.items()}
+        chosen = {role: segment.select(keep) for role, segment in outputs.items()}
+        if spec.name in self.refiners:
+            chosen["text"] = self.refiners[spec.name].refine(inputs["image"].select(keep), chosen["text"])
+        decoded = {role: self._decode(role, segment) for role, segment in chosen.items()}
         return [
             Generation(
                 task=spec.name,
@@ -188,6 +200,9 @@ class TaskRunner:
             )
             for i, prompt in enumerate(prompts)
         ]
+
+    def _reranker(self, task: str) -> Any:
+        return self.rerankers.get(task, self.reranker)
 
     # ---- encoding and decoding ------------------------------------------------
 
@@ -277,7 +292,8 @@ class TaskRunner:
             return torch.arange(next(iter(outputs.values())).batch_size, device=self.device)
         image_source, text_source = rerank_pair(spec.makes, spec.needs)
         pools = {"inputs": inputs, "outputs": outputs}
-        best = self.reranker.best(pools[image_source]["image"], pools[text_source]["text"], candidates=candidates)
+        reranker = self._reranker(spec.name)
+        best = reranker.best(pools[image_source]["image"], pools[text_source]["text"], candidates=candidates)
         return best.to(self.device)
 
 

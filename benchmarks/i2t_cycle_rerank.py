@@ -1,0 +1,157 @@
+"""Which of K sampled captions is right, and who finds it: CLIP, the model's own T2I direction, refinement.
+
+On the first `--prompts` test images of a Shapes run, the recipe's sampler
+draws K captions per image (one sampling pass, seed 0). Then, on those same
+candidates, in one process:
+
+- any@K: the share of images with at least one right caption among the K
+  (the most any reranker can reach);
+- `clip`: CLIP's pick (MAGVLT's reranker);
+- `cycle`: the pick by log p(image | caption) under the model itself
+  (plugins/generation/cycle_score.py);
+- `cycle + refine xN`: the cycle pick after N sweeps of cycle-checked
+  refinement (plugins/generation/caption_refine.py), for each `--sweeps`.
+
+Right = the Shapes I2T oracle (parsed, nothing false, every object named),
+split by object count. Writes JSON and Markdown to benchmarks/results/.
+
+    python benchmarks/i2t_cycle_rerank.py --recipe recipes/shapes.yaml --candidates 32 \\
+        --data runs/artefacts/data-<hash> --tokenizers runs/artefacts/tokenizers-<hash> \\
+        --train runs/artefacts/train-<hash> --clip runs/artefacts/clip-<hash>
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import time
+from pathlib import Path
+
+import torch
+
+from mmgen.atomic import atomic_write_text
+from mmgen.batch import Segment
+from mmgen.config import structure_spec
+from mmgen.plugins.clip.model import load_clip
+from mmgen.plugins.clip.reranker import ClipReranker, best_in_groups
+from mmgen.plugins.datasets.shapes.accuracy import i2t_correct
+from mmgen.plugins.generation.artefacts import latest_artefact, load_for_generation
+from mmgen.plugins.generation.caption_refine import CaptionRefiner
+from mmgen.plugins.generation.cycle_score import CycleReranker
+from mmgen.plugins.generation.prompts import prompts_from_records
+from mmgen.plugins.generation.refine_config import RefineConfig
+from mmgen.plugins.generation.stages import read_records
+from mmgen.plugins.generation.tasks import TaskRunner
+from mmgen.plugins.generation.text_cleanup import clean_caption
+from mmgen.recipe import read_yaml
+from mmgen.registry import load_registry
+
+
+class Recorder:
+    """A reranker that keeps every candidate it is shown (and picks the first)."""
+
+    def __init__(self) -> None:
+        self.images: list[Segment] = []
+        self.texts: list[Segment] = []
+
+    def best(self, image: Segment, text: Segment, *, candidates: int) -> torch.Tensor:
+        self.images.append(image)
+        self.texts.append(text)
+        return torch.arange(0, image.batch_size, candidates)
+
+
+def joined(segments: list[Segment]) -> Segment:
+    return Segment(
+        modality=segments[0].modality,
+        tokens=torch.cat([s.tokens for s in segments]),
+        lengths=torch.cat([s.lengths for s in segments]),
+    )
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--run", type=Path, default=Path("runs"), help="a workdir with finished stage folders")
+    for name in ("data", "tokenizers", "train", "clip"):
+        parser.add_argument(f"--{name}", type=Path, default=None, help=f"the {name} stage folder (default: in --run)")
+    parser.add_argument("--recipe", type=Path, default=Path("recipes/shapes.yaml"), help="whose sampler to use")
+    parser.add_argument("--prompts", type=int, default=128)
+    parser.add_argument("--candidates", type=int, default=32)
+    parser.add_argument("--sweeps", type=int, nargs="+", default=[1, 2])
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--out", type=Path, default=Path("benchmarks/results"))
+    parser.add_argument("--name", default="i2t_cycle_rerank")
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+    registry = load_registry()
+    names = ("data", "tokenizers", "train", "clip")
+    stage = {name: getattr(args, name) or latest_artefact(args.run, name) for name in names}
+    loaded = load_for_generation(
+        tokenizers_dir=stage["tokenizers"], model_dir=stage["train"], clip_dir=None, registry=registry
+    )
+    sampler_data = read_yaml(args.recipe)["stages"]["generate"]["sampler"]
+    sampler = registry.build(structure_spec("samplers", sampler_data, path="sampler", registry=registry))
+    recorder = Recorder()
+    runner = TaskRunner(model=loaded.model, tokenizers=loaded.tokenizers, sampler=sampler, reranker=recorder)
+    records = read_records(stage["data"], "test", limit=args.prompts)
+    prompts = prompts_from_records("i2t", records, image_tokenizer=loaded.tokenizers["image"])
+    start = time.perf_counter()
+    runner.run("i2t", prompts, candidates=args.candidates, seed=0, batch_size=64)
+    seconds = {"sample": time.perf_counter() - start}
+    image, text = joined(recorder.images), joined(recorder.texts)
+    references = [p.reference for p in prompts]
+    two = torch.tensor([len(r["objects"]) == 2 for r in references])
+
+    def right(captions: Segment, rows_per_image: int) -> torch.Tensor:
+        texts = [clean_caption(t) for t in loaded.tokenizers["text"].decode(captions)]
+        refs = [r for r in references for _ in range(rows_per_image)]
+        return torch.tensor([bool(i2t_correct(t, r).correct) for t, r in zip(texts, refs)]).view(-1, rows_per_image)
+
+    def shares(ok: torch.Tensor) -> dict[str, float]:
+        parts = {"all": ok, "one": ok[~two], "two": ok[two]}
+        return {name: float(part.float().mean()) for name, part in parts.items()}
+
+    candidates_right = right(text, args.candidates)
+    rows: dict[str, dict[str, float]] = {f"any@{args.candidates}": shares(candidates_right.any(1))}
+    clip = ClipReranker(load_clip(stage["clip"]))
+    for name, reranker in (("clip", clip), ("cycle", CycleReranker(loaded.model))):
+        start = time.perf_counter()
+        best = best_in_groups(reranker.scores(image, text), candidates=args.candidates)
+        seconds[name] = time.perf_counter() - start
+        rows[name] = shares(right(text.select(best), 1)[:, 0])
+    cycle_best = best_in_groups(CycleReranker(loaded.model).scores(image, text), candidates=args.candidates)
+    for sweeps in args.sweeps:
+        start = time.perf_counter()
+        refiner = CaptionRefiner(loaded.model, config=RefineConfig(sweeps=sweeps))
+        refined = refiner.refine(image.select(cycle_best), text.select(cycle_best))
+        seconds[f"cycle + refine x{sweeps}"] = time.perf_counter() - start
+        rows[f"cycle + refine x{sweeps}"] = shares(right(refined, 1)[:, 0])
+    result = {
+        "run": {k: str(v) for k, v in stage.items()},
+        "prompts": len(prompts),
+        "two_object_prompts": int(two.sum()),
+        "candidates": args.candidates,
+        "threads": args.threads,
+        "rows": rows,
+        "seconds": seconds,
+        "load_average": os.getloadavg()[0],
+    }
+    args.out.mkdir(parents=True, exist_ok=True)
+    stem = args.out / f"{args.name}_{args.threads}threads"
+    atomic_write_text(stem.with_suffix(".json"), json.dumps(result, indent=2))
+    lines = [
+        f"I2T on {len(prompts)} test images ({int(two.sum())} with two objects),"
+        f" {args.candidates} sampled captions each; model `{stage['train']}`",
+        "",
+        "| pick | all-correct | one-object | two-object | seconds |",
+        "|---|---|---|---|---|",
+    ]
+    for name, share in rows.items():
+        spent = f"{seconds[name]:.0f}" if name in seconds else f"{seconds['sample']:.0f} (sampling)"
+        lines.append(f"| {name} | {share['all']:.2f} | {share['one']:.2f} | {share['two']:.2f} | {spent} |")
+    atomic_write_text(stem.with_suffix(".md"), "\n".join(lines) + "\n")
+    print("\n".join(lines))
+
+
+if __name__ == "__main__":
+    main()

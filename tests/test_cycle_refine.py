@@ -1,0 +1,132 @@
+"""The cycle reranker (log p(image | caption)) and cycle-checked caption refinement, on a fake model.
+
+The fake model's logits are fixed per (modality, position), shifted when the
+context shows a real token, so every score and every choice is computable by
+hand. Quality on the trained Shapes model is guarded in test_shipped_checkpoints.py.
+"""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from generation_helpers import FakeModel, spaces
+from generation_helpers import one_thread  # noqa: F401 (an autouse fixture)
+from mmgen.batch import Segment
+from mmgen.plugins.clip.reranker import best_in_groups
+from mmgen.plugins.generation.caption_refine import CaptionRefiner
+from mmgen.plugins.generation.cycle_score import CycleReranker
+from mmgen.plugins.generation.refine_config import RefineConfig
+from mmgen.plugins.generation.stages import GenerateStage
+from mmgen.plugins.generation.tasks import TaskRunner
+
+SPACE = spaces(image_shape=(2, 2), image_vocab=8, text_length=6, text_vocab=10)  # text EOS = pad = 0
+IMAGE_LOGITS = torch.arange(4 * 8, dtype=torch.float).view(4, 8) / 10  # position p, token t: (8p + t) / 10
+IMAGE_SHIFT = torch.zeros(4, 8)
+IMAGE_SHIFT[:, 3] = 2.0  # a visible caption favours code 3 everywhere
+
+
+def text_logits(preferred: list[list[float]]) -> torch.Tensor:
+    """[6, 10] text logits: row p given, padded with zeros."""
+    table = torch.zeros(6, 10)
+    for position, row in enumerate(preferred):
+        table[position, : len(row)] = torch.tensor(row)
+    return table
+
+
+def model(text_table: torch.Tensor | None = None) -> FakeModel:
+    text_table = torch.zeros(6, 10) if text_table is None else text_table
+    return FakeModel(
+        SPACE,
+        {"image": IMAGE_LOGITS, "text": text_table},
+        conditioned_shift={"image": IMAGE_SHIFT, "text": torch.zeros(6, 10)},
+    )
+
+
+def images(rows: list[list[int]]) -> Segment:
+    return Segment.full("image", torch.tensor(rows))
+
+
+def captions(rows: list[list[int]]) -> Segment:
+    """Captions ending in EOS (0), padded with EOS to length 6."""
+    tokens = torch.zeros(len(rows), 6, dtype=torch.long)
+    for i, row in enumerate(rows):
+        tokens[i, : len(row)] = torch.tensor(row)
+    return Segment(modality="text", tokens=tokens, lengths=torch.tensor([len(r) + 1 for r in rows]))
+
+
+def test_cycle_score_is_the_summed_log_prob_of_the_whole_masked_image_given_the_caption():
+    fake = model()
+    image = images([[3, 3, 3, 3], [0, 7, 1, 6]])
+    score = CycleReranker(fake).scores(image, captions([[5, 6], [7]]))
+    log_probs = (IMAGE_LOGITS + IMAGE_SHIFT).log_softmax(-1)  # every caption shows real tokens
+    expected = [sum(log_probs[p, t] for p, t in enumerate(row)) for row in image.tokens.tolist()]
+    assert torch.allclose(score, torch.tensor(expected))
+    assert fake.masked_in(0, "image").all()  # the image: every token MASK
+    assert not fake.masked_in(0, "text").any()  # the caption: shown in full
+    assert fake.seen(0, "text")[0, :3].tolist() == [5, 6, 0]  # after BOC, T2I order: text before BOG
+
+
+def test_cycle_score_batches_give_the_same_scores_and_mismatches_are_errors():
+    image = images([[1, 2, 3, 4], [3, 3, 0, 0], [7, 7, 7, 7]])
+    text = captions([[5], [6, 7], [8]])
+    whole = CycleReranker(model()).scores(image, text)
+    assert torch.allclose(CycleReranker(model(), batch_size=2).scores(image, text), whole)
+    with pytest.raises(ValueError, match="cycle score: 3 images but 2 captions"):
+        CycleReranker(model()).scores(image, text.select(slice(0, 2)))
+    with pytest.raises(ValueError, match="batch_size must be >= 1, got 0"):
+        CycleReranker(model(), batch_size=0)
+
+
+def test_best_in_groups_picks_each_groups_highest_row():
+    scores = torch.tensor([0.1, 0.9, 0.2, 5.0, -1.0, 4.0])
+    assert best_in_groups(scores, candidates=3).tolist() == [1, 3]
+    assert best_in_groups(scores, candidates=2).tolist() == [1, 3, 5]
+    with pytest.raises(ValueError, match="6 rows do not split into groups of 4 candidates"):
+        best_in_groups(scores, candidates=4)
+
+
+def refiner(text_table: torch.Tensor, **options) -> CaptionRefiner:
+    return CaptionRefiner(model(text_table), config=RefineConfig(**options))
+
+
+def test_refinement_takes_the_captioners_likeliest_plausible_word_when_the_image_cannot_tell():
+    # The fake's image logits ignore which words the caption holds, so every variant
+    # has the same cycle score and the captioner's own belief decides.
+    table = text_logits([[0, 0, 0, 0, 0, 3.0], [0, 0, 0, 0, 0, 0, 0, 3.0], [0, 0, 0, 0, 0, 0, 0, 0, 3.0]])
+    two = refiner(table, sweeps=1, proposals=2, min_prob=0.0)
+    refined = two.refine(images([[0] * 4] * 2), captions([[1, 2, 3], [4]]))
+    assert refined.tokens.tolist() == [[5, 7, 8, 0, 0, 0], [5, 0, 0, 0, 0, 0]]
+    assert refined.lengths.tolist() == [4, 2]  # lengths kept: the second caption only had position 0
+
+
+def test_refinement_never_proposes_eos_and_keeps_words_no_alternative_is_plausible_against():
+    # Position 0: EOS (id 0) likeliest (p 0.99), then 6 (p 0.007); position 1: all ten words p 0.1.
+    table = text_logits([[9.0, 0, 0, 0, 0, 0, 4.0], [0.0] * 10])
+    caption = captions([[1, 2]])
+    anything = refiner(table, sweeps=2, proposals=3, min_prob=0.0).refine(images([[0] * 4]), caption)
+    assert anything.tokens.tolist() == [[6, 2, 0, 0, 0, 0]]  # not EOS; a tie keeps the caption's word
+    plausible = refiner(table, sweeps=2, proposals=3, min_prob=0.2).refine(images([[0] * 4]), caption)
+    assert plausible.tokens.tolist() == [[1, 2, 0, 0, 0, 0]]  # 6 is below min_prob, EOS is never offered
+
+
+def test_refinement_with_min_prob_one_changes_nothing():
+    table = text_logits([[0, 0, 0, 0, 0, 3.0], [0, 0, 0, 3.0]])
+    caption = captions([[1, 2], [4, 4, 4]])
+    refined = refiner(table, min_prob=1.0).refine(images([[0] * 4] * 2), caption)
+    assert torch.equal(refined.tokens, caption.tokens) and torch.equal(refined.lengths, caption.lengths)
+
+
+def test_refine_options_and_tasks_are_checked():
+    with pytest.raises(ValueError, match="refine.sweeps must be >= 1, got 0"):
+        RefineConfig(sweeps=0)
+    with pytest.raises(ValueError, match=r"refine.min_prob must be in \[0, 1\], got 1.5"):
+        RefineConfig(min_prob=1.5)
+    with pytest.raises(ValueError, match="refine.prior_weight must be >= 0, got -1"):
+        RefineConfig(prior_weight=-1)
+    with pytest.raises(ValueError, match="caption refinement runs on i2t only .* not 't2i'"):
+        TaskRunner(model=model(), tokenizers={}, sampler=None, refiners={"t2i": refiner(torch.zeros(6, 10))})
+    with pytest.raises(ValueError, match="the cycle reranker scores captions of given images \\(i2t\\), not 't2i'"):
+        GenerateStage.from_config(GenerateStage.Config(tasks=("t2i",), rerank={"t2i": "cycle"}))
+    with pytest.raises(ValueError, match=r"refine given for tasks not run: \['i2t'\]"):
+        GenerateStage.from_config(GenerateStage.Config(tasks=("t2i",), refine={"i2t": RefineConfig()}))
