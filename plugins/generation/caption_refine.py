@@ -50,7 +50,7 @@ class CaptionRefiner:
 
     @torch.no_grad()
     def refine(self, image: Segment, text: Segment) -> Segment:
-        """Captions [B] of the same lengths, each at least as well supported as the input."""
+        """Captions [B] of the same lengths; a word changes only when a plausible alternative scores higher."""
         if image.batch_size != text.batch_size:
             raise ValueError(f"refine: {image.batch_size} images but {text.batch_size} captions")
         content = self._content_lengths(text)
