@@ -7,10 +7,12 @@ candidates, in one process:
 - any@K: the share of images with at least one right caption among the K
   (the most any reranker can reach);
 - `clip`: CLIP's pick (MAGVLT's reranker);
-- `cycle`: the pick by log p(image | caption) under the model itself
-  (plugins/generation/cycle_score.py);
-- `cycle + refine xN`: the cycle pick after N sweeps of cycle-checked
-  refinement (plugins/generation/caption_refine.py), for each `--sweeps`.
+- `cycle, N pass(es)`: the pick by log p(image | caption) under the model
+  itself (plugins/generation/cycle_score.py), the image masked whole (1 pass)
+  or as two checkerboard halves (2 passes);
+- refinement (plugins/generation/caption_refine.py) of the cycle pick, for the
+  settings in REFINEMENTS: one-word moves only or also word pairs, one or two
+  passes, the recipe's earlier and current settings among them.
 
 Right = the Shapes I2T oracle (parsed, nothing false, every object named),
 split by object count. Writes JSON and Markdown to benchmarks/results/.
@@ -61,6 +63,19 @@ class Recorder:
         return torch.arange(0, image.batch_size, candidates)
 
 
+# name: (cycle score passes, refinement options)
+REFINEMENTS = {
+    "1 pass, one-word moves, 2 sweeps (shapes.yaml before)": (1, RefineConfig(sweeps=2, pair_distances=())),
+    "1 pass, words and word pairs, <= 4 sweeps": (1, RefineConfig()),
+    "2 passes, one-word moves, <= 4 sweeps": (2, RefineConfig(pair_distances=())),
+    "2 passes, words and word pairs, <= 4 sweeps (shapes.yaml)": (2, RefineConfig()),
+}
+
+
+def cycle_name(passes: int) -> str:
+    return f"cycle, {passes} pass" + ("es" if passes > 1 else "")
+
+
 def joined(segments: list[Segment]) -> Segment:
     return Segment(
         modality=segments[0].modality,
@@ -77,7 +92,6 @@ def main() -> None:
     parser.add_argument("--recipe", type=Path, default=Path("recipes/shapes.yaml"), help="whose sampler to use")
     parser.add_argument("--prompts", type=int, default=128)
     parser.add_argument("--candidates", type=int, default=32)
-    parser.add_argument("--sweeps", type=int, nargs="+", default=[1, 2])
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--out", type=Path, default=Path("benchmarks/results"))
     parser.add_argument("--name", default="i2t_cycle_rerank")
@@ -113,19 +127,24 @@ def main() -> None:
 
     candidates_right = right(text, args.candidates)
     rows: dict[str, dict[str, float]] = {f"any@{args.candidates}": shares(candidates_right.any(1))}
-    clip = ClipReranker(load_clip(stage["clip"]))
-    for name, reranker in (("clip", clip), ("cycle", CycleReranker(loaded.model))):
+    rerankers = {
+        "clip": ClipReranker(load_clip(stage["clip"])),
+        cycle_name(1): CycleReranker(loaded.model, passes=1),
+        cycle_name(2): CycleReranker(loaded.model, passes=2),
+    }
+    picks = {}
+    for name, reranker in rerankers.items():
         start = time.perf_counter()
-        best = best_in_groups(reranker.scores(image, text), candidates=args.candidates)
+        picks[name] = best_in_groups(reranker.scores(image, text), candidates=args.candidates)
         seconds[name] = time.perf_counter() - start
-        rows[name] = shares(right(text.select(best), 1)[:, 0])
-    cycle_best = best_in_groups(CycleReranker(loaded.model).scores(image, text), candidates=args.candidates)
-    for sweeps in args.sweeps:
+        rows[name] = shares(right(text.select(picks[name]), 1)[:, 0])
+    for name, (passes, config) in REFINEMENTS.items():
+        pick = picks[cycle_name(passes)]
+        refiner = CaptionRefiner(loaded.model, config=config, scorer=rerankers[cycle_name(passes)])
         start = time.perf_counter()
-        refiner = CaptionRefiner(loaded.model, config=RefineConfig(sweeps=sweeps))
-        refined = refiner.refine(image.select(cycle_best), text.select(cycle_best))
-        seconds[f"cycle + refine x{sweeps}"] = time.perf_counter() - start
-        rows[f"cycle + refine x{sweeps}"] = shares(right(refined, 1)[:, 0])
+        refined = refiner.refine(image.select(pick), text.select(pick))
+        seconds[name] = time.perf_counter() - start
+        rows[name] = shares(right(refined, 1)[:, 0])
     result = {
         "run": {k: str(v) for k, v in stage.items()},
         "prompts": len(prompts),
@@ -143,7 +162,8 @@ def main() -> None:
         f"I2T on {len(prompts)} test images ({int(two.sum())} with two objects),"
         f" {args.candidates} sampled captions each; model `{stage['train']}`",
         "",
-        "| pick | all-correct | one-object | two-object | seconds |",
+        "| pick (refinement: of the cycle pick with the same passes; seconds after it) "
+        "| all-correct | one-object | two-object | seconds |",
         "|---|---|---|---|---|",
     ]
     for name, share in rows.items():

@@ -15,7 +15,7 @@ from generation_helpers import one_thread  # noqa: F401 (an autouse fixture)
 from mmgen.batch import Segment
 from mmgen.plugins.clip.reranker import best_in_groups
 from mmgen.plugins.generation.caption_refine import CaptionRefiner
-from mmgen.plugins.generation.cycle_score import CycleReranker
+from mmgen.plugins.generation.cycle_score import CycleReranker, interleaved_sets
 from mmgen.plugins.generation.refine_config import RefineConfig
 from mmgen.plugins.generation.stages import GenerateStage
 from mmgen.plugins.generation.tasks import TaskRunner
@@ -78,6 +78,27 @@ def test_cycle_score_batches_give_the_same_scores_and_mismatches_are_errors():
         CycleReranker(model(), batch_size=0)
 
 
+def test_interleaved_sets_are_a_checkerboard_for_two_passes_and_coordinate_sums_mod_n():
+    assert interleaved_sets((2, 3), passes=2).tolist() == [0, 1, 0, 1, 0, 1]
+    assert interleaved_sets((2, 2), passes=3).tolist() == [0, 1, 1, 2]
+    assert interleaved_sets((5,), passes=2).tolist() == [0, 1, 0, 1, 0]  # a 1-D modality alternates
+    assert interleaved_sets((2, 2), passes=1).tolist() == [0, 0, 0, 0]
+
+
+def test_two_pass_cycle_score_masks_a_checkerboard_each_pass_and_scores_every_token_once():
+    fake = model()
+    image = images([[3, 3, 3, 3], [0, 7, 1, 6]])
+    score = CycleReranker(fake, passes=2).scores(image, captions([[5, 6], [7]]))
+    # The fake ignores the visible image tokens, so the sum equals the one-pass score.
+    assert torch.allclose(score, CycleReranker(model()).scores(image, captions([[5, 6], [7]])))
+    assert len(fake.calls) == 2
+    assert fake.masked_in(0, "image").tolist() == [[True, False, False, True]] * 2
+    assert fake.masked_in(1, "image").tolist() == [[False, True, True, False]] * 2
+    assert fake.seen(1, "image")[1, [0, 3]].tolist() == [0, 6]  # the other half shows the true codes
+    with pytest.raises(ValueError, match="cycle score passes must be >= 1, got 0"):
+        CycleReranker(fake, passes=0)
+
+
 def test_best_in_groups_picks_each_groups_highest_row():
     scores = torch.tensor([0.1, 0.9, 0.2, 5.0, -1.0, 4.0])
     assert best_in_groups(scores, candidates=3).tolist() == [1, 3]
@@ -117,6 +138,44 @@ def test_refinement_with_min_prob_one_changes_nothing():
     assert torch.equal(refined.tokens, caption.tokens) and torch.equal(refined.lengths, caption.lengths)
 
 
+class PairScorer:
+    """Cycle score by hand: 0 for words (2, 3) at positions 1-2, 10 for (7, 8), -10 for anything else."""
+
+    def __init__(self):
+        self.rows = 0
+
+    def scores(self, image, text):
+        self.rows += text.batch_size
+        pair = text.tokens[:, 1:3].tolist()
+        return torch.tensor([0.0 if p == [2, 3] else 10.0 if p == [7, 8] else -10.0 for p in pair])
+
+
+def test_a_pair_move_changes_two_coupled_words_no_single_change_can():
+    # Positions 1 and 2 each have one plausible alternative (7 and 8, p 0.45 > 0.2); position 0 none.
+    table = text_logits([[0.0] * 10, [0, 0, 0, 0, 0, 0, 0, 2.0], [0, 0, 0, 0, 0, 0, 0, 0, 2.0]])
+    caption = captions([[1, 2, 3]])
+    single = CaptionRefiner(model(table), config=RefineConfig(min_prob=0.2, pair_distances=()), scorer=PairScorer())
+    assert single.refine(images([[0] * 4]), caption).tokens.tolist() == [[1, 2, 3, 0, 0, 0]]
+    scorer = PairScorer()
+    pairs = CaptionRefiner(model(table), config=RefineConfig(min_prob=0.2, pair_distances=(1,)), scorer=scorer)
+    assert pairs.refine(images([[0] * 4]), caption).tokens.tolist() == [[1, 7, 8, 0, 0, 0]]
+    # Scored: the caption, then at position 1 the single variant (7 at 1) and the pair (7, 8); after
+    # that no word has a plausible alternative, the second sweep scores nothing and the search stops.
+    assert scorer.rows == 1 + 2
+
+
+def test_only_plausible_variants_are_scored():
+    table = text_logits([[0, 0, 0, 0, 0, 3.0], [0, 0, 0, 3.0]])  # one plausible word at 0 and 1
+    scorer = PairScorer()
+    refined = CaptionRefiner(model(table), config=RefineConfig(min_prob=0.5, sweeps=1), scorer=scorer)
+    out = refined.refine(images([[0] * 4] * 2), captions([[1, 2], [4, 4, 4]]))
+    # The two captions, then at position 0 per row: 5 alone and the pair (5, 3) (the scorer ties them,
+    # the pair's prior gain is larger). Position 1 then has nothing to propose, position 2 (p 0.1) neither,
+    # and no pair reaches a word below min_prob.
+    assert scorer.rows == 2 + 4
+    assert out.tokens.tolist() == [[5, 3, 0, 0, 0, 0], [5, 3, 4, 0, 0, 0]]
+
+
 def test_refine_options_and_tasks_are_checked():
     with pytest.raises(ValueError, match="refine.sweeps must be >= 1, got 0"):
         RefineConfig(sweeps=0)
@@ -124,6 +183,10 @@ def test_refine_options_and_tasks_are_checked():
         RefineConfig(min_prob=1.5)
     with pytest.raises(ValueError, match="refine.prior_weight must be >= 0, got -1"):
         RefineConfig(prior_weight=-1)
+    with pytest.raises(ValueError, match=r"refine.pair_distances must be distinct and >= 1, got \[1, 0\]"):
+        RefineConfig(pair_distances=[1, 0])
+    with pytest.raises(ValueError, match="cycle_passes must be >= 1, got 0"):
+        GenerateStage.Config(tasks=("i2t",), cycle_passes=0)
     with pytest.raises(ValueError, match="caption refinement runs on i2t only .* not 't2i'"):
         TaskRunner(model=model(), tokenizers={}, sampler=None, refiners={"t2i": refiner(torch.zeros(6, 10))})
     with pytest.raises(ValueError, match="the cycle reranker scores captions of given images \\(i2t\\), not 't2i'"):

@@ -277,6 +277,33 @@ def test_candidates_are_reranked_per_prompt():
         assert np.array_equal(generation.outputs["image"], expected.permute(1, 2, 0).numpy())
 
 
+class RecordingRefiner:
+    """Records what it is asked to refine; writes word `word` (a WordTokenizer id) over row r's position r."""
+
+    def __init__(self, word):
+        self.word, self.calls = word, []
+
+    def refine(self, image, text):
+        self.calls.append((image.tokens.clone(), text.tokens.clone(), text.lengths.clone()))
+        tokens = text.tokens.clone()
+        tokens[torch.arange(len(tokens)), torch.arange(len(tokens))] = self.word
+        return Segment(modality=text.modality, tokens=tokens, lengths=text.lengths)
+
+
+def test_refinement_runs_once_over_every_prompts_chosen_caption_in_prompt_order():
+    runner, spy = fake_runner(reranker=TokenSumReranker())
+    refiner = RecordingRefiner(word=tokenizers()["text"].encode(["blue"]).tokens[0, 0].item())
+    runner.refiners = {"i2t": refiner}
+    generations = runner.run("i2t", prompts(3), candidates=2, batch_size=2)  # three sampled batches of one prompt
+    assert len(spy.seen) == 3 and len(refiner.calls) == 1
+    images, texts, lengths = refiner.calls[0]
+    assert texts.shape[0] == 3 and lengths.tolist() == [4, 4, 4]  # the chosen captions, "red red circle" + EOS
+    assert torch.equal(images, tokenizers()["image"].encode(stripes()[None].expand(3, -1, -1, -1)).tokens)
+    # Row r got "blue" at position r: "blue red circle", "red blue circle", "red red blue" (repeat dropped).
+    assert [g.outputs["text"] for g in generations] == ["blue red circle", "red blue circle", "red blue"]
+    assert [g.key for g in generations] == ["p0", "p1", "p2"]
+
+
 def test_candidates_need_a_reranker_unless_nothing_can_be_scored():
     runner, spy = fake_runner()
     with pytest.raises(ValueError, match="4 candidates per prompt need a reranker"):
@@ -387,6 +414,8 @@ def test_cli_generates_with_loaded_artefacts(tmp_path, monkeypatch):
     result = CliRunner().invoke(generate, cycle)
     assert result.exit_code == 0, result.output
     assert result.output.splitlines()[0] == "i2t-0000\tred circle" and seen["clip_dir"] is None  # no CLIP needed
+    no_pass = CliRunner().invoke(generate, [*cycle, "--cycle-passes", "0"])
+    assert no_pass.exit_code == 2 and "'--cycle-passes': 0 is not in the range x>=1" in no_pass.output
     wrong_task = CliRunner().invoke(generate, ["--task", "t2i", "--prompt", "red", *args[4:], "--rerank", "cycle"])
     assert wrong_task.exit_code == 2 and "--rerank cycle and --refine work on i2t captions, not t2i" in wrong_task.output
 

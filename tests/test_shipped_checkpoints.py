@@ -40,7 +40,8 @@ I2T_PARSED_FLOOR = 0.85
 I2T_ACCURACY_FLOOR = 0.03
 I2T_COLOUR_FLOOR = 0.7
 # Cycle score and refinement, measured on these checkpoints: the true caption beats every
-# one-shape-swapped caption for 0.95 of the 64 scenes; one sweep puts 16 of 16 swapped shapes right.
+# one-shape-swapped caption for 0.95 of the 64 scenes; refinement as recipes/shapes.yaml runs it
+# puts 16 of 16 captions right whose last object has both its size and its shape wrong.
 CYCLE_TRUTH_FIRST_FLOOR = 0.9
 REFINE_SCENES = 16
 REFINE_PUT_RIGHT_FLOOR = 0.85
@@ -129,20 +130,24 @@ def test_cycle_score_names_the_shape_the_image_shows(loaded, records):
     assert truth_first >= CYCLE_TRUTH_FIRST_FLOOR, truth_first
 
 
-def test_cycle_refinement_puts_a_wrong_shape_right(loaded, records):
-    """A caption with its first object's shape swapped comes back as the true caption."""
+def test_cycle_refinement_puts_a_wrong_size_and_shape_right(loaded, records):
+    """A caption with its last object's size and shape both wrong comes back as the true caption."""
     from mmgen.plugins.generation.caption_refine import CaptionRefiner
+    from mmgen.plugins.generation.cycle_score import CycleReranker
     from mmgen.plugins.generation.refine_config import RefineConfig
 
     prompts = prompts_from_records("i2t", records[:REFINE_SCENES], image_tokenizer=loaded.tokenizers["image"])
     truths, wrong = [], []
     for prompt in prompts:
         objects = prompt.reference["objects"]
-        swapped = SHAPE_WORDS[(SHAPE_WORDS.index(objects[0]["shape"]) + 1) % len(SHAPE_WORDS)]
+        last = objects[-1]
+        shape = SHAPE_WORDS[(SHAPE_WORDS.index(last["shape"]) + 1) % len(SHAPE_WORDS)]
+        size = "large" if last["size"] == "small" else "small"
         truths.append(caption(objects))
-        wrong.append(caption(with_shape(objects, 0, swapped)))
+        wrong.append(caption([*objects[:-1], {**last, "shape": shape, "size": size}]))
     image = loaded.tokenizers["image"].encode(torch.stack([p.image for p in prompts]))
-    refiner = CaptionRefiner(loaded.model, config=RefineConfig(sweeps=1))
+    # recipes/shapes.yaml: the default options, a two-pass (checkerboard) cycle score.
+    refiner = CaptionRefiner(loaded.model, config=RefineConfig(), scorer=CycleReranker(loaded.model, passes=2))
     refined = loaded.tokenizers["text"].decode(refiner.refine(image, loaded.tokenizers["text"].encode(wrong)))
     put_right = sum(r == t for r, t in zip(refined, truths)) / len(truths)
     assert put_right >= REFINE_PUT_RIGHT_FLOOR, list(zip(refined, truths))

@@ -105,6 +105,13 @@ def _stage_dir(explicit: Path | None, run_dir: Path | None, stage: str, *, requi
     show_default=True,
     help="i2t: refine each caption word by word against log p(image | caption).",
 )
+@click.option(
+    "--cycle-passes",
+    type=click.IntRange(min=1),
+    default=2,
+    show_default=True,
+    help="Interleaved image masks the cycle score sums over (1: whole image; 2: checkerboard, sharper, 2x cost).",
+)
 @click.option("--sampler", "sampler_name", default="maskgit", show_default=True)
 @click.option("--set", "overrides", multiple=True, metavar="KEY.PATH=VALUE", help="Sampler option, e.g. fixed.steps=8.")
 @click.option("--seed", type=int, default=0, show_default=True)
@@ -139,6 +146,7 @@ def generate(
     candidates,
     rerank,
     refine,
+    cycle_passes,
     sampler_name,
     overrides,
     seed,
@@ -185,13 +193,14 @@ def generate(
         )
     except ValueError as exc:
         raise click.UsageError(str(exc)) from None
+    cycle = CycleReranker(loaded.model, passes=cycle_passes)
     runner = TaskRunner(
         model=loaded.model,
         tokenizers=loaded.tokenizers,
         sampler=sampler,
         reranker=loaded.reranker,
-        rerankers={"i2t": CycleReranker(loaded.model)} if rerank == "cycle" else None,
-        refiners={"i2t": CaptionRefiner(loaded.model, config=RefineConfig())} if refine else None,
+        rerankers={"i2t": cycle} if rerank == "cycle" else None,
+        refiners={"i2t": CaptionRefiner(loaded.model, config=RefineConfig(), scorer=cycle)} if refine else None,
         device=device,
     )
     generations = runner.run(task, task_prompts, candidates=candidates, seed=seed, batch_size=batch_size)
@@ -202,6 +211,8 @@ def generate(
         click.echo(f"{generation.key}\t{text}" if text is not None else generation.key)
     click.echo(f"wrote {jsonl} and grid-{task}.png in {out_dir}")
     options = {"candidates": candidates, "rerank": rerank, "refine": refine}
+    if rerank == "cycle" or refine:
+        options["cycle_passes"] = cycle_passes
     _track(tracker, task=task, seed=seed, options=options, overrides=overrides, out_dir=out_dir)
 
 

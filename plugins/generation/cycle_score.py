@@ -11,6 +11,13 @@ object out, predicts the wrong codes where that object is and scores lower.
 This is a noisy-channel score (p(caption | image) is proportional to
 p(image | caption) p(caption)); the caption prior is the sampler's and the
 refinement's job (caption_refine.py), not this one's.
+
+`passes` > 1 splits the image into that many interleaved sets (a checkerboard
+for 2 on a grid: token (r, c) is in set (r + c) mod passes) and predicts each
+set with the others visible, summing over the passes. Each token is then
+scored against its neighbours as well as the caption, a sharper estimate of
+log p(image | caption) at `passes` times the cost; measured on Shapes it puts
+more captions right after refinement (README, "I2T: the cycle reranker").
 """
 
 from __future__ import annotations
@@ -29,17 +36,27 @@ class CycleReranker:
     """Scores (image, caption) rows by log p(image | caption) under `model`; higher is a better match.
 
     `model` should be in eval mode (TaskRunner puts it there); rows are scored
-    `batch_size` at a time.
+    `batch_size` at a time, each in `passes` forward passes.
     """
 
     def __init__(
-        self, model: Any, *, image_modality: str = "image", text_modality: str = "text", batch_size: int = 256
+        self,
+        model: Any,
+        *,
+        passes: int = 1,
+        image_modality: str = "image",
+        text_modality: str = "text",
+        batch_size: int = 256,
     ) -> None:
         if batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+        if passes < 1:
+            raise ValueError(f"cycle score passes must be >= 1, got {passes}")
         self.model = model
         self.batch_size = batch_size
         self.image_modality = image_modality
+        self.pass_of_token = interleaved_sets(model.token_space.space(image_modality).shape, passes=passes)
+        self.passes = passes
         # The T2I layout of training and sampling: [BOC] caption [BOG] image.
         self.task = Task(name="t2i", context=(text_modality,), target=(image_modality,))
 
@@ -62,12 +79,21 @@ class CycleReranker:
         return best_in_groups(self.scores(image, text), candidates=candidates)
 
     def _scores(self, image: Segment, text: Segment) -> torch.Tensor:
-        masked = image.valid()
-        segments = {self.image_modality: image, self.task.context[0]: text}
-        items = task_items(self.model.token_space, self.task, segments, masks={self.image_modality: masked})
-        packed = pack(self.model.token_space, items)
-        span = packed.span(self.image_modality)
-        hidden = self.model(packed)[:, span.start : span.stop]
-        log_probs = self.model.logits(hidden, self.image_modality).float().log_softmax(dim=-1)
-        true = log_probs.gather(-1, image.tokens[..., None])[..., 0]
-        return (true * masked).sum(dim=1)
+        total = torch.zeros(image.batch_size, device=image.tokens.device)
+        for part in range(self.passes):
+            masked = image.valid() & (self.pass_of_token.to(image.tokens.device) == part)[None, :]
+            segments = {self.image_modality: image, self.task.context[0]: text}
+            items = task_items(self.model.token_space, self.task, segments, masks={self.image_modality: masked})
+            packed = pack(self.model.token_space, items)
+            span = packed.span(self.image_modality)
+            hidden = self.model(packed)[:, span.start : span.stop]
+            log_probs = self.model.logits(hidden, self.image_modality).float().log_softmax(dim=-1)
+            true = log_probs.gather(-1, image.tokens[..., None])[..., 0]
+            total += (true * masked).sum(dim=1)
+        return total
+
+
+def interleaved_sets(shape: tuple[int, ...], *, passes: int) -> torch.Tensor:
+    """[prod(shape)] set index of each token: its coordinates summed, mod `passes` (2 on a grid: a checkerboard)."""
+    coordinates = torch.stack(torch.meshgrid(*(torch.arange(n) for n in shape), indexing="ij"))
+    return coordinates.sum(dim=0).flatten() % passes

@@ -109,6 +109,23 @@ def rerank_pair(makes: Sequence[str], needs: Sequence[str]) -> tuple[str, str] |
     return sources[0], sources[1]
 
 
+@attrs.define
+class _Chosen:
+    """One sampled batch after reranking: its prompts, the chosen outputs and their encoded inputs, by role."""
+
+    prompts: Sequence[Prompt]
+    outputs: dict[str, Segment]
+    inputs: dict[str, Segment]
+
+
+def _concat(segments: Sequence[Segment]) -> Segment:
+    return Segment(
+        modality=segments[0].modality,
+        tokens=torch.cat([s.tokens for s in segments]),
+        lengths=torch.cat([s.lengths for s in segments]),
+    )
+
+
 class TaskRunner:
     """Runs generation tasks with one model, its tokenizers, a sampler and an optional reranker.
 
@@ -117,7 +134,8 @@ class TaskRunner:
     reranker has `best(image: Segment, text: Segment, *, candidates) -> row
     indices`, one per consecutive group of `candidates` rows; `rerankers` names
     one per task in place of `reranker` (e.g. {"i2t": CycleReranker(model)}).
-    `refiners` maps "i2t" to a CaptionRefiner run on the chosen captions.
+    `refiners` maps "i2t" to a CaptionRefiner, run once on the chosen captions
+    of all prompts (its forward passes batch across prompts, not candidates).
     """
 
     def __init__(
@@ -161,11 +179,13 @@ class TaskRunner:
             raise ValueError(f"{candidates} candidates per prompt need a reranker (a trained clip stage)")
         generator = torch.Generator(device=self.device).manual_seed(seed)
         per_batch = max(1, batch_size // candidates)
-        generations: list[Generation] = []
-        for start in range(0, len(prompts), per_batch):
-            chunk = prompts[start : start + per_batch]
-            generations.extend(self._run_batch(spec, chunk, candidates=candidates, generator=generator))
-        return generations
+        batches = [
+            self._run_batch(spec, prompts[start : start + per_batch], candidates=candidates, generator=generator)
+            for start in range(0, len(prompts), per_batch)
+        ]
+        if spec.name in self.refiners:
+            self._refine(self.refiners[spec.name], batches)
+        return [generation for batch in batches for generation in self._generations(spec, batch)]
 
     def _check_prompts(self, spec: TaskSpec, prompts: Sequence[Prompt]) -> None:
         for prompt in prompts:
@@ -179,7 +199,7 @@ class TaskRunner:
 
     def _run_batch(
         self, spec: TaskSpec, prompts: Sequence[Prompt], *, candidates: int, generator: torch.Generator
-    ) -> list[Generation]:
+    ) -> _Chosen:
         rows = [p for p in prompts for _ in range(candidates)]
         inputs = self._encode(spec, rows)
         request = REQUESTS[spec.name](self, inputs, rows)
@@ -187,9 +207,20 @@ class TaskRunner:
         outputs = {self._role(s.modality): s for s in result.segments}
         keep = self._best_rows(spec, inputs, outputs, candidates)
         chosen = {role: segment.select(keep) for role, segment in outputs.items()}
-        if spec.name in self.refiners:
-            chosen["text"] = self.refiners[spec.name].refine(inputs["image"].select(keep), chosen["text"])
-        decoded = {role: self._decode(role, segment) for role, segment in chosen.items()}
+        return _Chosen(prompts=prompts, outputs=chosen, inputs={role: s.select(keep) for role, s in inputs.items()})
+
+    def _refine(self, refiner: Any, batches: list[_Chosen]) -> None:
+        """Refine every batch's caption in one call: the refiner's passes batch across all prompts."""
+        images = _concat([b.inputs["image"] for b in batches])
+        refined = refiner.refine(images, _concat([b.outputs["text"] for b in batches]))
+        start = 0
+        for batch in batches:
+            size = len(batch.prompts)
+            batch.outputs["text"] = refined.select(slice(start, start + size))
+            start += size
+
+    def _generations(self, spec: TaskSpec, batch: _Chosen) -> list[Generation]:
+        decoded = {role: self._decode(role, segment) for role, segment in batch.outputs.items()}
         return [
             Generation(
                 task=spec.name,
@@ -198,7 +229,7 @@ class TaskRunner:
                 outputs={role: values[i] for role, values in decoded.items()},
                 reference=dict(prompt.reference),
             )
-            for i, prompt in enumerate(prompts)
+            for i, prompt in enumerate(batch.prompts)
         ]
 
     def _reranker(self, task: str) -> Any:
