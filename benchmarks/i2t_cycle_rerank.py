@@ -68,7 +68,7 @@ REFINEMENTS = {
     "1 pass, one-word moves, 2 sweeps (shapes.yaml before)": (1, RefineConfig(sweeps=2, pair_distances=())),
     "1 pass, words and word pairs, <= 4 sweeps": (1, RefineConfig()),
     "2 passes, one-word moves, <= 4 sweeps": (2, RefineConfig(pair_distances=())),
-    "2 passes, words and word pairs, <= 4 sweeps (shapes.yaml)": (2, RefineConfig()),
+    "2 passes, words and word pairs, <= 4 sweeps": (2, RefineConfig()),
 }
 
 

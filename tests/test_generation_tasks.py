@@ -304,6 +304,19 @@ def test_refinement_runs_once_over_every_prompts_chosen_caption_in_prompt_order(
     assert [g.key for g in generations] == ["p0", "p1", "p2"]
 
 
+def test_refinement_calls_hold_at_most_refine_rows_captions(monkeypatch):
+    import mmgen.plugins.generation.tasks as tasks
+
+    monkeypatch.setattr(tasks, "REFINE_ROWS", 2)
+    runner, _ = fake_runner(reranker=TokenSumReranker())
+    refiner = RecordingRefiner(word=tokenizers()["text"].encode(["blue"]).tokens[0, 0].item())
+    runner.refiners = {"i2t": refiner}
+    generations = runner.run("i2t", prompts(3), candidates=2, batch_size=2)
+    assert [texts.shape[0] for _, texts, _ in refiner.calls] == [2, 1]
+    # The third caption is row 0 of the second call: "blue" at position 0.
+    assert [g.outputs["text"] for g in generations] == ["blue red circle", "red blue circle", "blue red circle"]
+
+
 def test_candidates_need_a_reranker_unless_nothing_can_be_scored():
     runner, spy = fake_runner()
     with pytest.raises(ValueError, match="4 candidates per prompt need a reranker"):

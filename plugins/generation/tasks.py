@@ -109,6 +109,9 @@ def rerank_pair(makes: Sequence[str], needs: Sequence[str]) -> tuple[str, str] |
     return sources[0], sources[1]
 
 
+REFINE_ROWS = 256  # captions refined per call: rows share forward passes, memory stays bounded
+
+
 @attrs.define
 class _Chosen:
     """One sampled batch after reranking: its prompts, the chosen outputs and their encoded inputs, by role."""
@@ -210,9 +213,14 @@ class TaskRunner:
         return _Chosen(prompts=prompts, outputs=chosen, inputs={role: s.select(keep) for role, s in inputs.items()})
 
     def _refine(self, refiner: Any, batches: list[_Chosen]) -> None:
-        """Refine every batch's caption in one call: the refiner's passes batch across all prompts."""
+        """Refine the batches' captions together, REFINE_ROWS at a time: the refiner's passes batch across prompts."""
         images = _concat([b.inputs["image"] for b in batches])
-        refined = refiner.refine(images, _concat([b.outputs["text"] for b in batches]))
+        texts = _concat([b.outputs["text"] for b in batches])
+        parts = [
+            refiner.refine(images.select(slice(at, at + REFINE_ROWS)), texts.select(slice(at, at + REFINE_ROWS)))
+            for at in range(0, texts.batch_size, REFINE_ROWS)
+        ]
+        refined = _concat(parts)
         start = 0
         for batch in batches:
             size = len(batch.prompts)
