@@ -70,12 +70,11 @@ def main() -> None:
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--lr", type=float, default=2e-3)
     parser.add_argument("--warmup", type=int, default=50)
-    parser.add_argument("--class-balance", type=float, default=0.0)
     parser.add_argument("--label-smoothing", type=float, default=0.1)
     parser.add_argument("--width", type=int, default=128)
     parser.add_argument("--depth", type=int, default=4)
     parser.add_argument("--heads", type=int, default=4)
-    parser.add_argument("--code-init-scale", type=float, default=MagvltModel.Config().code_init_scale,
+    parser.add_argument("--code-init-scale", type=float, default=10.0,
                         help="code embeddings from the VQ codebook (plugins/models/code_init.py); 0: the paper's random init")
     parser.add_argument("--caption-weights", type=float, nargs="+", default=None,
                         help="train caption rows with these weights (as the train stage's caption_weights)")
@@ -98,7 +97,7 @@ def main() -> None:
     model = MagvltModel(token_space=space, architecture=sizes)
     if args.code_init_scale > 0:
         model.init_code_embeddings("image", tokenizers["image"].code_vectors(), scale=args.code_init_scale)
-    mask = MaskPrediction(token_space=space, class_balance=args.class_balance, label_smoothing=args.label_smoothing)
+    mask = MaskPrediction(token_space=space, label_smoothing=args.label_smoothing)
     loss_fn = TrainingLoss([mask], TaskDraw({"t2i": TaskConfig(context=("text",), target=("image",))}, seed=0))
     optimizer = torch.optim.AdamW(model.parameters(), lr=args.lr, betas=(0.9, 0.95), weight_decay=0.01)
     # Warm-up, then constant: the probe compares how soon learning starts, not where a schedule ends.

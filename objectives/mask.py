@@ -25,7 +25,6 @@ class MaskPrediction:
     class Config:
         weight: float = 1.0
         label_smoothing: float = 0.1
-        class_balance: float = 0.0  # see masked_loss.py; 0 = the paper
 
     @classmethod
     def from_config(cls, config: Config, *, token_space: JointTokenSpace, **_deps: Any) -> MaskPrediction:
@@ -33,7 +32,6 @@ class MaskPrediction:
             token_space=token_space,
             weight=config.weight,
             label_smoothing=config.label_smoothing,
-            class_balance=config.class_balance,
         )
 
     def __init__(
@@ -42,17 +40,13 @@ class MaskPrediction:
         token_space: JointTokenSpace,
         weight: float = 1.0,
         label_smoothing: float = 0.1,
-        class_balance: float = 0.0,
     ) -> None:
         self.token_space = token_space
         self.weight = weight
         self.label_smoothing = label_smoothing
-        self.class_balance = class_balance
 
     def __call__(self, model: Any, inputs: StepInput) -> ObjectiveOutput:
         forward = masked_forward(model, inputs, space=self.token_space)
         targets = {m: forward.segments[m].tokens[mask] for m, mask in forward.masks.items()}
-        loss, metrics = masked_cross_entropy(
-            forward.logits, targets, label_smoothing=self.label_smoothing, class_balance=self.class_balance
-        )
+        loss, metrics = masked_cross_entropy(forward.logits, targets, label_smoothing=self.label_smoothing)
         return ObjectiveOutput(loss=loss, metrics=metrics)

@@ -282,29 +282,4 @@ def test_clip_stage_learns_to_match_images_and_captions(tmp_path, monkeypatch):
         depth=1,
         heads=2,
         embed_dim=16,
-        image_grid=(4, 4),  # from the image tokenizer's token space
     )
-
-
-def test_clip_local_mixing_starts_as_the_plain_encoder_and_survives_a_round_trip(tmp_path):
-    plain, mixed = tiny_clip(), tiny_clip(image_grid=(4, 4), local_mixing=3)
-    mixing = {k: v for k, v in mixed.state_dict().items() if ".mixing." in k}
-    assert set(mixing) == {"image_encoder.mixing.conv.weight", "image_encoder.mixing.conv.bias"}
-    assert not any(v.any() for v in mixing.values())  # zero at the start
-    mixed.load_state_dict({**plain.state_dict(), **mixing})
-    tokens = torch.tensor([list(range(8)) * 2, [7 - i % 8 for i in range(16)]])
-    torch.testing.assert_close(mixed.encode_image(tokens), plain.encode_image(tokens))
-    with torch.no_grad():
-        mixed.image_encoder.mixing.conv.weight.normal_()
-    assert not torch.allclose(mixed.encode_image(tokens), plain.encode_image(tokens))
-    save_clip(mixed, tmp_path)
-    loaded = load_clip(tmp_path)
-    assert loaded.sizes.image_grid == (4, 4) and loaded.sizes.local_mixing == 3
-    torch.testing.assert_close(loaded.encode_image(tokens), mixed.encode_image(tokens))
-
-
-def test_clip_local_mixing_needs_the_image_grid():
-    with pytest.raises(ValueError, match=r"clip: local_mixing needs image_grid with 16 tokens, got \(4, 3\)"):
-        ClipSizes(image_vocab=8, image_length=16, text_vocab=7, text_length=6, image_grid=(4, 3), local_mixing=3)
-    with pytest.raises(ValueError, match="clip: local_mixing must be 0 .off. or an odd kernel size, got 4"):
-        ClipSizes(image_vocab=8, image_length=16, text_vocab=7, text_length=6, image_grid=(4, 4), local_mixing=4)

@@ -85,7 +85,7 @@ def test_wrong_code_vectors_and_scale_are_clear_errors():
     with pytest.raises(ValueError, match="dimension 64 do not fit embeddings of width 32"):
         add_code_vectors(torch.zeros(8, 32), torch.randn(8, 64), scale=1.0, where="here")
     with pytest.raises(ValueError, match="code_init_scale must be >= 0, got -1"):
-        MagvltModel.Config(code_init_scale=-1.0)
+        MagvltModel.Config(preset="tiny", code_init_scale=-1.0)
 
 
 def test_only_tokenizers_with_code_vectors_are_read():

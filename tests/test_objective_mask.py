@@ -135,26 +135,9 @@ def test_loss_is_label_smoothed_cross_entropy_on_masked_positions_only():
     assert out.metrics == {"accuracy": correct / total, "masked_tokens": float(total)}
 
 
-def test_class_balance_weights_each_class_by_its_count_to_the_minus_alpha():
-    from mmgen.objectives.masked_loss import class_weights, masked_cross_entropy
-
-    targets = torch.tensor([0, 0, 0, 1])
-    # alpha 1: counts 3, 3, 3, 1 -> 1/3, 1/3, 1/3, 1, rescaled to mean 1.
-    assert torch.allclose(class_weights(targets, alpha=1.0), torch.tensor([2 / 3, 2 / 3, 2 / 3, 2.0]))
-    assert torch.equal(class_weights(targets, alpha=0.0), torch.ones(4))
-    logits = {"image": torch.randn(4, 3, generator=torch.Generator().manual_seed(0))}
-    each = F.cross_entropy(logits["image"], targets, reduction="none")
-    balanced, _ = masked_cross_entropy(logits, {"image": targets}, label_smoothing=0.0, class_balance=1.0)
-    assert torch.allclose(balanced, (each * torch.tensor([2 / 3, 2 / 3, 2 / 3, 2.0])).sum() / 4)
-    plain, _ = masked_cross_entropy(logits, {"image": targets}, label_smoothing=0.0)
-    assert torch.allclose(plain, each.mean())
-    with pytest.raises(ValueError, match="class_balance"):
-        masked_cross_entropy(logits, {"image": targets}, label_smoothing=0.0, class_balance=-1.0)
-
-
 def test_config_defaults_follow_the_paper():
     config = MaskPrediction.Config()
-    assert (config.weight, config.label_smoothing, config.class_balance) == (1.0, 0.1, 0.0)
+    assert (config.weight, config.label_smoothing) == (1.0, 0.1)
     objective = MaskPrediction.from_config(config, token_space=tiny_space(), tokenizers=None)
     assert objective.weight == 1.0
 

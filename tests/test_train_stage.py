@@ -102,22 +102,31 @@ def test_the_loss_is_the_weighted_sum_of_the_objectives():
     assert out.metrics["tokens"] == 3 * 16 + 2 + 4 + 6
 
 
+TINY_MODEL = {"model": {"use": "magvlt", "preset": "tiny"}}
+
+
 def test_default_config_is_the_papers_recipe(registry):
-    config = structure_attrs(TrainModelStage.Config, {}, registry=registry)
+    config = structure_attrs(TrainModelStage.Config, TINY_MODEL, registry=registry)
     assert [s.use for s in config.objectives] == ["mask", "target_length", "unroll_mask", "mixsel"]
     assert [s.config.weight for s in config.objectives] == [1.0, 0.01, 1.0, 0.5]
     assert {name: t.weight for name, t in config.tasks.items()} == {"t2i": 8.0, "i2t": 1.0, "it2it": 1.0}
-    assert config.model.use == "magvlt" and config.model.config.preset == "shapes"
+    assert config.model.config.code_init_scale == 0.0  # the paper's random embeddings
     assert isinstance(config.trainer, TrainerConfig)
 
 
 def test_config_errors_name_the_path(registry):
     with pytest.raises(ConfigError, match=r"objectives\[1\]\.weigth: unknown option.*did you mean 'weight'"):
         structure_attrs(
-            TrainModelStage.Config, {"objectives": [{"use": "mask"}, {"use": "mixsel", "weigth": 1}]}, registry=registry
+            TrainModelStage.Config,
+            {**TINY_MODEL, "objectives": [{"use": "mask"}, {"use": "mixsel", "weigth": 1}]},
+            registry=registry,
         )
     with pytest.raises(ConfigError, match=r"tasks\.t2i\.target: missing required option"):
-        structure_attrs(TrainModelStage.Config, {"tasks": {"t2i": {"context": ["text"]}}}, registry=registry)
+        structure_attrs(
+            TrainModelStage.Config, {**TINY_MODEL, "tasks": {"t2i": {"context": ["text"]}}}, registry=registry
+        )
+    with pytest.raises(ConfigError, match=r"^model: missing required option"):
+        structure_attrs(TrainModelStage.Config, {}, registry=registry)
 
 
 def test_the_joint_space_gets_the_objectives_markers(registry):
@@ -192,10 +201,10 @@ def test_loading_needs_a_saved_model(registry, tmp_path):
 
 
 def test_a_stage_needs_an_objective(registry):
-    config = structure_attrs(TrainModelStage.Config, {"objectives": []}, registry=registry)
+    config = structure_attrs(TrainModelStage.Config, {**TINY_MODEL, "objectives": []}, registry=registry)
     with pytest.raises(ValueError, match="at least one objective"):
         TrainModelStage.from_config(config)
-    spec = structure_spec("stages", {"use": "train"}, path="stages.train", registry=registry)
+    spec = structure_spec("stages", {"use": "train", **TINY_MODEL}, path="stages.train", registry=registry)
     assert isinstance(registry.build(spec), TrainModelStage)
 
 

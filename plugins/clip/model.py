@@ -20,7 +20,6 @@ import torch.nn.functional as F
 from torch import nn
 
 from mmgen.atomic import atomic_write_bytes, atomic_write_text
-from mmgen.plugins.models.local_mixing import GridMixing, check_kernel
 from mmgen.plugins.models.transformer_block import TransformerBlock
 
 WEIGHTS = "clip.pt"
@@ -40,17 +39,6 @@ class ClipSizes:
     depth: int = 2
     heads: int = 4
     embed_dim: int = 64
-    # The image tokens' grid and a convolution over it before the blocks (0: none); see
-    # mmgen.plugins.models.local_mixing: on Shapes, a shape is an arrangement of codes.
-    image_grid: tuple[int, int] | None = attrs.field(default=None, converter=lambda g: None if g is None else tuple(g))
-    local_mixing: int = 0
-
-    def __attrs_post_init__(self) -> None:
-        check_kernel(self.local_mixing, where="clip")
-        if self.local_mixing and (self.image_grid is None or math.prod(self.image_grid) != self.image_length):
-            raise ValueError(
-                f"clip: local_mixing needs image_grid with {self.image_length} tokens, got {self.image_grid}"
-            )
 
 
 class TokenEncoder(nn.Module):
@@ -65,13 +53,9 @@ class TokenEncoder(nn.Module):
         depth: int,
         heads: int,
         embed_dim: int,
-        grid: tuple[int, int] | None = None,
-        local_mixing: int = 0,
     ) -> None:
         super().__init__()
         self.cls_id = vocab
-        self.grid = grid
-        self.mixing = GridMixing(width=width, kernel=local_mixing) if local_mixing else None
         self.embedding = nn.Embedding(vocab + 1, width)
         self.positions = nn.Embedding(length + 1, width)
         self.blocks = nn.ModuleList(TransformerBlock(width=width, heads=heads) for _ in range(depth))
@@ -84,8 +68,6 @@ class TokenEncoder(nn.Module):
         batch, length = tokens.shape
         cls = torch.full((batch, 1), self.cls_id, dtype=tokens.dtype, device=tokens.device)
         x = self.embedding(torch.cat([cls, tokens], dim=1)) + self.positions.weight[: length + 1]
-        if self.mixing is not None:
-            x = torch.cat([x[:, :1], self.mixing(x[:, 1:], self.grid)], dim=1)
         mask = None
         if lengths is not None:
             # Padding is never attended to; [CLS] (slot 0) is always visible.
@@ -103,13 +85,7 @@ class ClipModel(nn.Module):
         super().__init__()
         self.sizes = sizes
         shared = dict(width=sizes.width, depth=sizes.depth, heads=sizes.heads, embed_dim=sizes.embed_dim)
-        self.image_encoder = TokenEncoder(
-            vocab=sizes.image_vocab,
-            length=sizes.image_length,
-            grid=sizes.image_grid,
-            local_mixing=sizes.local_mixing,
-            **shared,
-        )
+        self.image_encoder = TokenEncoder(vocab=sizes.image_vocab, length=sizes.image_length, **shared)
         self.text_encoder = TokenEncoder(vocab=sizes.text_vocab, length=sizes.text_length, **shared)
         self.logit_scale = nn.Parameter(torch.tensor(math.log(1 / 0.07)))  # CLIP's initial temperature
 

@@ -43,10 +43,9 @@ class ClipStage:
         depth: int = 2
         heads: int = 4
         embed_dim: int = 64
-        local_mixing: int = 0  # a kxk convolution over the image tokens' grid (ClipSizes)
         trainer: TrainerConfig = TrainerConfig(steps=300, batch_size=64, lr=1e-3, warmup_steps=30, checkpoint_every=100)
-        train_file: str = "train.lmdb"
-        eval_file: str = "val.lmdb"
+        train_split: str = "train"  # splits of the token cache
+        eval_split: str = "val"
         eval_records: int = 256
         image_modality: str = "image"
         text_modality: str = "text"
@@ -71,7 +70,7 @@ class ClipStage:
         config = self.config
         tokenizers = load_tokenizers(ctx.artefact(config.tokenizers_stage), ctx.registry)
         cache = Path(ctx.artefact(config.cache_stage))
-        dataset = TokenCacheDataset(cache / config.train_file, seed=config.trainer.seed, tokenizers=tokenizers)
+        dataset = TokenCacheDataset(cache / f"{config.train_split}.lmdb", seed=config.trainer.seed, tokenizers=tokenizers)
         image_space = tokenizers[config.image_modality].token_space
         text_space = tokenizers[config.text_modality].token_space
         model = ClipModel(
@@ -84,8 +83,6 @@ class ClipStage:
                 depth=config.depth,
                 heads=config.heads,
                 embed_dim=config.embed_dim,
-                image_grid=tuple(image_space.shape) if len(image_space.shape) == 2 else None,
-                local_mixing=config.local_mixing,
             )
         )
         collate = pair_collate(
@@ -102,8 +99,8 @@ class ClipStage:
             return
         trained = trainer.sampling_module.eval()
         save_clip(trained, ctx.out_dir)
-        if (cache / config.eval_file).is_dir():
-            held_out = TokenCacheDataset(cache / config.eval_file, seed=config.trainer.seed, tokenizers=tokenizers)
+        if (cache / f"{config.eval_split}.lmdb").is_dir():
+            held_out = TokenCacheDataset(cache / f"{config.eval_split}.lmdb", seed=config.trainer.seed, tokenizers=tokenizers)
             retrieval = held_out_retrieval(trained, held_out, collate=collate, count=config.eval_records)
             ctx.tracker.log_metrics({f"clip/{k}": v for k, v in retrieval.items()})
             log.info("clip: held-out retrieval %s", retrieval)

@@ -22,7 +22,6 @@ from mmgen.token_space import JointTokenSpace
 
 from . import presets
 from .code_init import add_code_vectors, tokenizer_code_vectors
-from .local_mixing import GridMixing, LocalMixing, check_kernel
 from .presets import Architecture
 from .transformer_block import TransformerBlock
 
@@ -36,7 +35,7 @@ class MagvltModel(nn.Module):
 
     @attrs.frozen(kw_only=True)
     class Config:
-        preset: Literal["tiny", "shapes", "base", "large"] = "shapes"
+        preset: Literal["tiny", "shapes", "base", "large"]  # named in every recipe: sizes are an experiment choice
         width: int | None = None  # None: the preset's value
         depth: int | None = None
         heads: int | None = None
@@ -44,15 +43,11 @@ class MagvltModel(nn.Module):
         embedding_dropout: float | None = None
         special_positions: int | None = None  # None: sum of modality lengths + 4, as the authors
         # Start code embeddings from the tokenizer's code vectors (code_init.py); 0: the paper's random init.
-        code_init_scale: float = 10.0
-        # Kernel size of a convolution over each grid segment's input embeddings (local_mixing.py);
-        # 0: the paper's plain transformer.
-        local_mixing: int = 0
+        code_init_scale: float = 0.0
 
         def __attrs_post_init__(self) -> None:
             if self.code_init_scale < 0:
                 raise ValueError(f"code_init_scale must be >= 0, got {self.code_init_scale}")
-            check_kernel(self.local_mixing, where="magvlt")
 
     @classmethod
     def from_config(
@@ -79,7 +74,6 @@ class MagvltModel(nn.Module):
             token_space=token_space,
             architecture=sizes,
             special_positions=config.special_positions,
-            local_mixing=config.local_mixing,
         )
         if config.code_init_scale > 0:
             for modality, vectors in tokenizer_code_vectors(tokenizers).items():
@@ -92,7 +86,6 @@ class MagvltModel(nn.Module):
         token_space: JointTokenSpace,
         architecture: Architecture,
         special_positions: int | None = None,
-        local_mixing: int = 0,
     ) -> None:
         super().__init__()
         self.token_space = token_space
@@ -109,7 +102,6 @@ class MagvltModel(nn.Module):
 
         self.embedding = nn.Embedding(token_space.vocab_size, width)
         self.positions = nn.Embedding(sum(table_sizes), width)
-        self.local_mixing = LocalMixing(token_space, width=width, kernel=local_mixing) if local_mixing else None
         self.embedding_dropout = nn.Dropout(architecture.embedding_dropout)
         self.blocks = nn.ModuleList(
             TransformerBlock(
@@ -138,8 +130,6 @@ class MagvltModel(nn.Module):
             )
         rows = self.table_starts[packed.table] + packed.position
         x = self.embedding(packed.tokens) + self.positions(rows)
-        if self.local_mixing is not None:
-            x = self.local_mixing(x, packed.spans)
         x = self.embedding_dropout(x)
         # SDPA broadcasts one mask over the heads; None keeps its fastest kernel.
         mask = None if packed.attn_mask is None else packed.attn_mask[:, None]
@@ -182,9 +172,7 @@ class MagvltModel(nn.Module):
 
 def _init_weights(module: nn.Module) -> None:
     # Every weight N(0, 0.02), biases zero, LayerNorms identity (sec. 4).
-    if isinstance(module, GridMixing):
-        module.reset_parameters()
-    elif isinstance(module, (nn.Linear, nn.Embedding)):
+    if isinstance(module, (nn.Linear, nn.Embedding)):
         nn.init.normal_(module.weight, mean=0.0, std=0.02)
         if getattr(module, "bias", None) is not None:
             nn.init.zeros_(module.bias)

@@ -105,15 +105,16 @@ def _non_negative(_instance: Any, attribute: attrs.Attribute, value: int) -> Non
 
 @attrs.frozen(kw_only=True)
 class SampleOptions:
-    """Samples logged while training, from the first `prompts` records of the cache's `split`.
+    """Samples logged while training: each of `tasks` on the first `prompts` records of the cache's `split`.
 
     `every`: at steps every, 2 every, ...; null: after the last step only.
-    `prompts: 0` logs no samples. Default maskgit sampler, the trainer's seed.
+    `prompts: 0` logs no samples. The model's default sampler, the trainer's seed.
     """
 
     every: int | None = attrs.field(default=None, validator=_positive_or_none)
     prompts: int = attrs.field(default=8, validator=_non_negative)
     split: str = "val"
+    tasks: tuple[str, ...] = ("t2i", "i2t")  # registered generation task names
 
 
 class TrainModelStage:
@@ -121,7 +122,7 @@ class TrainModelStage:
 
     @attrs.frozen(kw_only=True)
     class Config:
-        model: Spec = component("models", default={"use": "magvlt"})
+        model: Spec = component("models")
         objectives: tuple[Spec, ...] = components("objectives", default=PAPER_OBJECTIVES)
         # p_tau: T2I : I2T : IT2IT = 8 : 1 : 1 by default.
         tasks: dict[str, TaskConfig] = attrs.field(factory=paper_tasks)

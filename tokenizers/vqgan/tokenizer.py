@@ -47,11 +47,16 @@ class VQGANTokenizer:
         """
 
         modality: str = "image"
-        preset: Literal["tiny", "shapes", "f16_16384"] = "shapes"
+        # No default: sizes are an experiment's choice, named in its recipe.
+        preset: Literal["tiny", "shapes", "f16_16384"] | None = None
         architecture: ArchitectureConfig | None = None
         taming_checkpoint: str | None = None
         loss: LossConfig = LossConfig()
         train: TrainConfig = TrainConfig()
+
+        def __attrs_post_init__(self) -> None:
+            if self.preset is None and self.architecture is None:
+                raise ValueError(f"vqgan: give a preset ({', '.join(PRESETS)}) or an architecture")
 
         def resolved_architecture(self) -> ArchitectureConfig:
             return self.architecture if self.architecture is not None else PRESETS[self.preset]
