@@ -108,13 +108,31 @@ def run(recipe: Path, overrides: tuple[str, ...], force: bool, dry_run: bool) ->
     from .protocols import TrackerUnavailable
     from .runner import run_recipe
 
+    tracker = registry.build(loaded.header.tracker)
     try:
-        results = run_recipe(loaded, registry=registry, force=force)
+        results = run_recipe(loaded, registry=registry, force=force, tracker=tracker)
     except TrackerUnavailable as exc:
         raise click.ClickException(str(exc)) from None
+    for line in run_summary(results, registry=registry, tracker=tracker):
+        click.echo(line)
+
+
+def run_summary(results: list, *, registry, tracker) -> list[str]:
+    """Seconds per stage, each stage's own summary (metrics, grids), and where the tracked run is."""
+    lines = ["", "stage        seconds  folder"]
     for result in results:
-        state = "cached" if result.cached else f"{result.seconds:.1f}s"
-        click.echo(f"{result.key:<12} {state:>8}  {result.out_dir}")
+        state = "cached" if result.cached else f"{result.seconds:.1f}"
+        lines.append(f"{result.key:<12} {state:>7}  {result.out_dir}")
+    lines.append(f"{'total':<12} {sum(r.seconds for r in results if not r.cached):>7.1f}")
+    for result in results:
+        summary = getattr(registry.get("stages", result.use), "summary", None)
+        found = summary(result.out_dir) if summary is not None else []
+        if found:
+            lines += ["", f"{result.key}:", *(f"  {line}" for line in found)]
+    where = getattr(tracker, "location", None)
+    if where is not None and where():
+        lines += ["", where()]
+    return lines
 
 
 @main.command()
@@ -136,6 +154,14 @@ def plugins() -> None:
     for failure in registry.failures:
         click.echo(f"failed: {failure.plugin}: {failure.error}")
 
+
+def _add_core_commands() -> None:
+    from .generate_command import generate
+
+    main.add_command(generate)
+
+
+_add_core_commands()
 
 if __name__ == "__main__":  # pragma: no cover
     sys.exit(main())

@@ -18,8 +18,9 @@ import attrs
 import cattrs
 
 KIND_KEY = "mmgen_kind"
-MANY_KEY = "mmgen_many"
+MANY_KEY = "mmgen_many"  # False: one component; True: a list; "map": a mapping of name -> component
 RAW_DEFAULT_KEY = "mmgen_raw_default"
+UPSTREAM_KEY = "mmgen_upstream"
 
 
 class ConfigError(ValueError):
@@ -51,6 +52,47 @@ def component(kind: str, *, default: Mapping[str, Any] | None = None) -> Any:
 def components(kind: str, *, default: tuple[Mapping[str, Any], ...] = ()) -> Any:
     """A config field holding a list of components of `kind`."""
     return attrs.field(default=(), metadata={KIND_KEY: kind, MANY_KEY: True, RAW_DEFAULT_KEY: tuple(default)})
+
+
+def optional_component(kind: str) -> Any:
+    """A config field holding one component of `kind`, or null (the default)."""
+    return attrs.field(default=None, metadata={KIND_KEY: kind, MANY_KEY: False, RAW_DEFAULT_KEY: None})
+
+
+def component_map(kind: str) -> Any:
+    """A config field mapping names (task names, say) to components of `kind`; empty by default."""
+    return attrs.field(factory=dict, metadata={KIND_KEY: kind, MANY_KEY: "map", RAW_DEFAULT_KEY: None})
+
+
+def upstream(stage: str | None) -> Any:
+    """A config field naming the earlier stage whose output this component reads (by default `stage`; None: none).
+
+    The runner checks before any work that such a stage comes earlier in the
+    recipe, and hands the component that stage's output (`StageInputs`).
+    """
+    return attrs.field(default=stage, metadata={UPSTREAM_KEY: True})
+
+
+def declared_inputs(value: Any, path: str = "") -> list[tuple[str, str]]:
+    """Every `upstream` field in a structured config, nested components included: [(yaml path, stage key)]."""
+    if isinstance(value, Spec):
+        return declared_inputs(value.config, path)
+    found: list[tuple[str, str]] = []
+    if attrs.has(type(value)):
+        for field in attrs.fields(type(value)):
+            item = getattr(value, field.name)
+            if field.metadata.get(UPSTREAM_KEY):
+                if item is not None:
+                    found.append((_join(path, field.name), item))
+            else:
+                found += declared_inputs(item, _join(path, field.name))
+    elif isinstance(value, (list, tuple)):
+        for index, item in enumerate(value):
+            found += declared_inputs(item, _join(path, index))
+    elif isinstance(value, Mapping):
+        for key, item in value.items():
+            found += declared_inputs(item, _join(path, str(key)))
+    return found
 
 
 def _join(path: str, key: str | int) -> str:
@@ -152,6 +194,12 @@ def _seq(data: Any, path: str) -> list:
     return list(data)
 
 
+def _mapping(data: Any, path: str) -> Mapping:
+    if not isinstance(data, Mapping):
+        raise ConfigError(path, f"expected a mapping, got {_describe(data)}")
+    return data
+
+
 def _structure_tuple(args: tuple, data: Any, path: str, registry: Any) -> tuple:
     items = _seq(data, path)
     if len(args) == 2 and args[1] is Ellipsis:
@@ -192,6 +240,9 @@ def structure_attrs(cls: type, data: Any, *, path: str = "", registry: Any = Non
         field_path = _join(path, name)
         if name in data:
             raw = data[name]
+            if raw is None and kind is not None and field.default is None:
+                kwargs[name] = None  # an optional component left out
+                continue
         elif kind is not None and field.metadata.get(RAW_DEFAULT_KEY) is not None:
             raw = field.metadata[RAW_DEFAULT_KEY]
         elif field.default is attrs.NOTHING:
@@ -200,6 +251,11 @@ def structure_attrs(cls: type, data: Any, *, path: str = "", registry: Any = Non
             continue
         if kind is None:
             kwargs[name] = structure(hints[name], raw, path=field_path, registry=registry)
+        elif field.metadata[MANY_KEY] == "map":
+            kwargs[name] = {
+                key: structure_spec(kind, item, path=_join(field_path, str(key)), registry=registry)
+                for key, item in _mapping(raw, field_path).items()
+            }
         elif field.metadata[MANY_KEY]:
             kwargs[name] = tuple(
                 structure_spec(kind, item, path=_join(field_path, i), registry=registry)

@@ -2,7 +2,9 @@
 
 Each `register_<kind>(register)` hook receives a callback; call it once per class
 you provide: `register(MyModel)`. The class needs `name`, a frozen attrs `Config`
-and `from_config(config, **deps)`.
+and a classmethod `from_config(config, **deps)`. `deps` are keyword arguments,
+the same for every component of a kind (DEPS below; docs/plugins.md says what
+each is); accept `**deps` so that a dependency added later breaks nothing.
 """
 
 from __future__ import annotations
@@ -12,6 +14,21 @@ import pluggy
 PROJECT = "mmgen"
 hookspec = pluggy.HookspecMarker(PROJECT)
 hookimpl = pluggy.HookimplMarker(PROJECT)
+
+# What `from_config(config, **deps)` receives, by kind.
+DEPS: dict[str, tuple[str, ...]] = {
+    "tokenizers": (),
+    "models": ("token_space", "tokenizers"),
+    "objectives": ("token_space", "tokenizers"),
+    "samplers": (),
+    "tasks": (),
+    "rerankers": ("model", "tokenizers", "inputs", "device"),
+    "refiners": ("model", "tokenizers", "inputs", "device"),
+    "datasets": (),
+    "metrics": ("inputs", "device"),
+    "trackers": (),
+    "stages": (),
+}
 
 
 @hookspec
@@ -31,7 +48,22 @@ def register_objectives(register):
 
 @hookspec
 def register_samplers(register):
-    """Add Sampler classes (generation algorithms)."""
+    """Add Sampler classes (fill a generation request)."""
+
+
+@hookspec
+def register_tasks(register):
+    """Add generation task classes (build a request from prompts: t2i, i2t, ...)."""
+
+
+@hookspec
+def register_rerankers(register):
+    """Add Reranker classes (score candidate outputs; the pipeline keeps each prompt's best)."""
+
+
+@hookspec
+def register_refiners(register):
+    """Add Refiner classes (improve chosen outputs after sampling)."""
 
 
 @hookspec

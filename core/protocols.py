@@ -36,8 +36,12 @@ class Tokenizer(Protocol):
     into one raw item, so the token cache can encode any modality.
 
     Optional: a tokenizer whose codes are vectors (a VQ codebook) may offer
-    `code_vectors() -> Tensor [vocab_size, D]`; models built for training start
-    their code embeddings from it (plugins/models/code_init.py).
+    `code_vectors() -> Tensor [vocab_size, D]`; models built for training may
+    start their code embeddings from it (plugins/models/code_init.py). A
+    tokenizer may offer `present(item)`: how a decoded item is kept in a
+    Generation (images: numpy uint8 [H, W, 3]); without it items are kept as
+    `decode` returns them. A trainable tokenizer offers `fit(records, *,
+    out_dir, tracker, device, seed)`, and a saved one `load(directory)`.
     """
 
     name: ClassVar[str]
@@ -59,7 +63,11 @@ class Tokenizer(Protocol):
 
 @runtime_checkable
 class Model(Protocol):
-    """A network over packed joint-token sequences."""
+    """A network over packed joint-token sequences.
+
+    Optional: `default_sampler: ClassVar[str]`, the sampler generation uses
+    when a recipe names none (MAGVLT: maskgit).
+    """
 
     name: ClassVar[str]
     token_space: JointTokenSpace
@@ -134,6 +142,33 @@ class Sampler(Protocol):
 
     def generate(self, model: Model, request: GenerationRequest, *, generator: Any) -> TokenBatch:
         """Fill every unknown position; returns the target segments, in request order."""
+
+
+@runtime_checkable
+class Reranker(Protocol):
+    """Scores candidate rows; the generation pipeline keeps each prompt's best.
+
+    `scores` gets every segment of the candidates by modality: the given ones
+    and the generated ones (a generated segment replaces a given one of the same
+    modality). `modalities` are those it reads; a task lacking one is an error
+    before any sampling.
+    """
+
+    name: ClassVar[str]
+    modalities: tuple[str, ...]
+
+    def scores(self, segments: Mapping[str, Segment]) -> Any:
+        """[B] one score per row; higher is better."""
+
+
+@runtime_checkable
+class Refiner(Protocol):
+    """Improves chosen outputs after sampling (and reranking)."""
+
+    name: ClassVar[str]
+
+    def refine(self, inputs: Mapping[str, Segment], outputs: Mapping[str, Segment]) -> dict[str, Segment]:
+        """The outputs, refined: the same modalities, rows and shapes."""
 
 
 @runtime_checkable

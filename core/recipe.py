@@ -20,7 +20,7 @@ from typing import Any, Literal, Mapping, Sequence
 import attrs
 import yaml
 
-from .config import ConfigError, Spec, component, structure_attrs, structure_spec, to_data
+from .config import ConfigError, Spec, _suggest, component, declared_inputs, structure_attrs, structure_spec, to_data
 
 
 class RecipeError(ValueError):
@@ -121,9 +121,24 @@ def structure_recipe(data: Mapping[str, Any], *, registry: Any, source: Path | N
             options = dict(options or {})
             options.setdefault("use", key)
             stages.append(StageEntry(key=key, spec=structure_spec("stages", options, path=f"stages.{key}", registry=registry)))
+        check_inputs(stages)
     except ConfigError as exc:
         raise RecipeError(f"{label}: {exc}") from None
     return Recipe(header=header, stages=tuple(stages), source=source)
+
+
+def check_inputs(stages: Sequence[StageEntry]) -> None:
+    """Every stage a stage (or a component in it) declares it reads must come earlier in the recipe."""
+    earlier: list[str] = []
+    for entry in stages:
+        for path, key in declared_inputs(entry.spec.config):
+            if key not in earlier:
+                raise ConfigError(
+                    f"stages.{entry.key}.{path}",
+                    f"reads stage {key!r}, but no earlier stage is called that{_suggest(key, earlier)}"
+                    f" (earlier: {', '.join(earlier) or 'none'})",
+                )
+        earlier += [entry.key, entry.spec.use]
 
 
 def load_recipe(path: Path | str, *, registry: Any, overrides: Sequence[str] = ()) -> Recipe:

@@ -22,7 +22,7 @@ from .version import __version__
 
 log = logging.getLogger(__name__)
 
-KINDS = ("tokenizers", "models", "objectives", "samplers", "datasets", "metrics", "trackers", "stages")
+KINDS = tuple(hookspecs.DEPS)  # tokenizers, models, objectives, samplers, tasks, rerankers, refiners, ...
 
 # Built-in plugin modules. Their top-level imports stay light (no torch): they
 # import component classes inside the hook bodies, so `mmgen --help` stays fast.
@@ -34,8 +34,10 @@ DEFAULT_PLUGINS = (
     "mmgen.objectives.register",
     "mmgen.plugins.stages.register",
     "mmgen.samplers.register",
+    "mmgen.plugins.tasks.register",
+    "mmgen.plugins.rerankers.register",
+    "mmgen.plugins.refiners.register",
     "mmgen.plugins.clip.register",
-    "mmgen.plugins.generation.register",
 )
 
 ENTRY_POINT_GROUP = "mmgen"

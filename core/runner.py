@@ -1,12 +1,13 @@
 """Runs a recipe's stages in order, skipping those whose artefacts are already done.
 
-A stage's folder is `<workdir>/artefacts/<stage>-<hash>`, the hash covering the
-stage's resolved config, the hashes of every earlier stage and the version of
-the package that provides the stage, so a change anywhere upstream (or an
-upgrade whose presets or defaults differ) gives a new folder and a stale
-artefact is never read. The
-folder counts as finished only once `DONE.json` is written (atomically); an
-unfinished folder is reused, so a stage with checkpoints resumes.
+A stage's folder is `<workdir>/artefacts/<stage>-<hash>` (stage_folder.py), the
+hash covering the stage's resolved config, the hashes of every earlier stage
+and the version of the package that provides the stage, so a change anywhere
+upstream (or an upgrade whose presets or defaults differ) gives a new folder
+and a stale artefact is never read. The folder counts as finished only once
+it is marked done (atomically); an unfinished folder is reused, so a stage
+with checkpoints resumes. Each stage sees only the earlier stages it declares
+(`upstream` config fields), as `ctx.inputs`.
 """
 
 from __future__ import annotations
@@ -22,20 +23,20 @@ from typing import Any
 import attrs
 import yaml
 
-from .atomic import atomic_write_text
-from .config import to_data
+from . import stage_folder
+from .config import declared_inputs, to_data
 from .recipe import Recipe
-from .stage import StageContext
+from .stage import StageContext, StageInputs
 
 log = logging.getLogger(__name__)
 
-DONE_FILE = "DONE.json"
 HASH_FORMAT = 1  # bump when the meaning of a stage folder changes
 
 
 @attrs.frozen(kw_only=True)
 class StageResult:
     key: str
+    use: str
     out_dir: Path
     cached: bool
     seconds: float
@@ -53,10 +54,6 @@ def provider_version(registry: Any, spec: Any) -> str:
         return ""
     provider = entry(spec.kind, spec.use).provider
     return f"{provider.package} {provider.version}"
-
-
-def is_done(out_dir: Path) -> bool:
-    return (out_dir / DONE_FILE).is_file()
 
 
 def resolve_device(device: str) -> str:
@@ -97,9 +94,9 @@ def run_recipe(recipe: Recipe, *, registry: Any, force: bool = False, tracker: A
 
 
 def _run_stages(recipe: Recipe, *, registry: Any, tracker: Any, force: bool) -> list[StageResult]:
-    root = Path(recipe.header.workdir) / "artefacts"
     device = resolve_device(recipe.header.device)
     artefacts: dict[str, Path] = {}
+    uses: dict[str, str] = {}
     results = []
     upstream = ""
     for entry in recipe.stages:
@@ -107,20 +104,29 @@ def _run_stages(recipe: Recipe, *, registry: Any, tracker: Any, force: bool) -> 
             entry.spec.use, to_data(entry.spec.config), upstream, version=provider_version(registry, entry.spec)
         )
         upstream = digest
-        out_dir = root / f"{entry.key}-{digest}"
+        out_dir = stage_folder.folder(recipe.header.workdir, entry.key, digest)
         if force and out_dir.exists():
             shutil.rmtree(out_dir)
         start = time.perf_counter()
-        cached = is_done(out_dir)
+        cached = stage_folder.is_done(out_dir)
         if cached:
             log.info("stage %s: already done in %s", entry.key, out_dir)
         else:
             log.info("stage %s: running in %s", entry.key, out_dir)
             out_dir.mkdir(parents=True, exist_ok=True)
             stage = registry.build(entry.spec)
+            # Only what the stage declared (checked when the recipe loaded): nothing else is reachable.
+            declared = {key for _, key in declared_inputs(entry.spec.config)}
+            inputs = StageInputs(
+                {key: artefacts[key] for key in declared},
+                uses={key: uses[key] for key in declared},
+                registry=registry,
+                device=device,
+                reader=f"stage {entry.key!r}",
+            )
             context = StageContext(
                 out_dir=out_dir,
-                artefacts=dict(artefacts),
+                inputs=inputs,
                 registry=registry,
                 tracker=tracker,
                 seed=recipe.header.seed,
@@ -128,11 +134,19 @@ def _run_stages(recipe: Recipe, *, registry: Any, tracker: Any, force: bool) -> 
             )
             stage.run(context)
             seconds = time.perf_counter() - start
-            done = {"stage": entry.key, "use": entry.spec.use, "hash": digest, "seconds": round(seconds, 3)}
-            atomic_write_text(out_dir / DONE_FILE, json.dumps(done, indent=2))
+            stage_folder.mark_done(out_dir, key=entry.key, use=entry.spec.use, digest=digest, seconds=seconds)
             tracker.log_metrics({f"stage_seconds.{entry.key}": seconds})
         # Later stages find this one by its key and by its plugin name.
-        artefacts[entry.key] = out_dir
-        artefacts.setdefault(entry.spec.use, out_dir)
-        results.append(StageResult(key=entry.key, out_dir=out_dir, cached=cached, seconds=time.perf_counter() - start))
+        for name in (entry.key, entry.spec.use):
+            if name not in artefacts or name == entry.key:
+                artefacts[name], uses[name] = out_dir, entry.spec.use
+        results.append(
+            StageResult(
+                key=entry.key,
+                use=entry.spec.use,
+                out_dir=out_dir,
+                cached=cached,
+                seconds=time.perf_counter() - start,
+            )
+        )
     return results

@@ -35,20 +35,11 @@ from .data_stream import BatchStream
 from .ema import EMA
 from .lr_schedule import WarmupCosine
 from .protocols import ObjectiveOutput
+from .validators import non_negative, positive, positive_or_none
 
 log = logging.getLogger(__name__)
 LossFn = Callable[[nn.Module, Any, int, torch.Generator], ObjectiveOutput]
 CHECKPOINT_FORMAT = 1
-
-
-def _positive(_instance: Any, attribute: attrs.Attribute, value: int | float | None) -> None:
-    if value is not None and value <= 0:
-        raise ValueError(f"{attribute.name} must be > 0, got {value}")
-
-
-def _non_negative(_instance: Any, attribute: attrs.Attribute, value: int | float) -> None:
-    if value < 0:
-        raise ValueError(f"{attribute.name} must be >= 0, got {value}")
 
 
 @attrs.frozen(kw_only=True)
@@ -59,26 +50,26 @@ class TrainerConfig:
     micro-batches of `batch_size / (world_size * grad_accum)`.
     """
 
-    steps: int = attrs.field(default=1000, validator=_positive)
-    batch_size: int = attrs.field(default=32, validator=_positive)
-    lr: float = attrs.field(default=3e-4, validator=_positive)
+    steps: int = attrs.field(default=1000, validator=positive)
+    batch_size: int = attrs.field(default=32, validator=positive)
+    lr: float = attrs.field(default=3e-4, validator=positive)
     betas: tuple[float, float] = (0.9, 0.95)
-    weight_decay: float = attrs.field(default=0.01, validator=_non_negative)
-    warmup_steps: int = attrs.field(default=100, validator=_non_negative)
+    weight_decay: float = attrs.field(default=0.01, validator=non_negative)
+    warmup_steps: int = attrs.field(default=100, validator=non_negative)
     min_lr_ratio: float = 0.1
-    grad_clip: float | None = attrs.field(default=1.0, validator=_positive)
-    grad_accum: int = attrs.field(default=1, validator=_positive)
+    grad_clip: float | None = attrs.field(default=1.0, validator=positive_or_none)
+    grad_accum: int = attrs.field(default=1, validator=positive)
     ema_decay: float | None = None
     # auto: fp32 on CPU (bf16 matmul is ~100x slower on our CPUs), bf16 autocast on GPU.
     precision: Literal["auto", "fp32", "bf16"] = "auto"
     compile: bool = False
     activation_checkpointing: bool = False
-    checkpoint_every: int = attrs.field(default=500, validator=_positive)
-    keep_last: int = attrs.field(default=3, validator=_positive)
-    log_every: int = attrs.field(default=10, validator=_positive)
+    checkpoint_every: int = attrs.field(default=500, validator=positive)
+    keep_last: int = attrs.field(default=3, validator=positive)
+    log_every: int = attrs.field(default=10, validator=positive)
     distributed: Literal["auto", "none", "ddp", "fsdp"] = "auto"
-    num_workers: int = attrs.field(default=0, validator=_non_negative)
-    seed: int = attrs.field(default=0, validator=_non_negative)
+    num_workers: int = attrs.field(default=0, validator=non_negative)
+    seed: int = attrs.field(default=0, validator=non_negative)
 
     def __attrs_post_init__(self) -> None:
         if self.warmup_steps > self.steps:

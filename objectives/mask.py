@@ -11,8 +11,7 @@ from typing import Any, ClassVar
 
 import attrs
 
-from mmgen.protocols import ObjectiveOutput, StepInput
-from mmgen.token_space import JointTokenSpace
+from mmgen.api import JointTokenSpace, ObjectiveOutput, StepInput
 
 from .masked_forward import masked_forward
 from .masked_loss import masked_cross_entropy

@@ -4,7 +4,7 @@ Mask prediction trains on it; UnrollMask starts its second step from its
 predictions. It lives in `StepInput.shared[SHARED_KEY]`.
 
 Condition dropout (for classifier-free guidance, see
-`mmgen.plugins.generation.guidance`): with probability
+`mmgen.api.drop_condition`): with probability
 `StepInput.shared[CONDITION_DROPOUT_KEY]` (set by `TrainingLoss`; absent = 0) a
 row's whole context is shown as MASK tokens. Only the input changes: the
 dropped positions are no prediction targets, padding stays padding, and the
@@ -19,12 +19,7 @@ from typing import Any
 import attrs
 import torch
 
-from mmgen.batch import Segment
-from mmgen.layout import Packed, pack
-from mmgen.plugins.generation.guidance import drop_condition
-from mmgen.protocols import StepInput
-from mmgen.task import Task
-from mmgen.token_space import JointTokenSpace
+from mmgen.api import JointTokenSpace, Packed, Segment, StepInput, Task, drop_condition, pack
 
 from .masking import draw_positions, mask_ratio, uniform
 from .task_layout import batch_segments, task_items

@@ -12,7 +12,7 @@ import math
 
 import torch
 
-from mmgen.token_space import TokenSpace
+from mmgen.api import TokenSpace
 
 
 def uniform(shape: tuple[int, ...], *, generator: torch.Generator, device: torch.device | str) -> torch.Tensor:

@@ -26,11 +26,7 @@ from typing import Any, ClassVar, Literal
 import attrs
 import torch
 
-from mmgen.batch import Segment
-from mmgen.layout import Packed, pack
-from mmgen.protocols import ObjectiveOutput, StepInput
-from mmgen.task import Task
-from mmgen.token_space import JointTokenSpace, TokenSpace
+from mmgen.api import JointTokenSpace, ObjectiveOutput, Packed, Segment, StepInput, Task, TokenSpace, pack
 
 from .masked_forward import span_logits
 from .masked_loss import masked_cross_entropy

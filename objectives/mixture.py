@@ -19,7 +19,7 @@ from collections.abc import Sequence
 
 import torch
 
-from mmgen.batch import Segment
+from mmgen.api import Segment
 
 
 def half_sizes(size: int) -> tuple[int, int]:

@@ -21,11 +21,7 @@ import attrs
 import torch
 import torch.nn.functional as F
 
-from mmgen.batch import Segment
-from mmgen.layout import Packed, pack
-from mmgen.protocols import ObjectiveOutput, StepInput
-from mmgen.task import Task
-from mmgen.token_space import JointTokenSpace
+from mmgen.api import JointTokenSpace, ObjectiveOutput, Packed, Segment, StepInput, Task, pack
 
 from .masked_forward import SHARED_KEY
 from .task_layout import batch_segments, task_items

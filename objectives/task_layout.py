@@ -6,10 +6,7 @@ from collections.abc import Mapping
 
 import torch
 
-from mmgen.batch import Segment, TokenBatch
-from mmgen.layout import Part
-from mmgen.task import Task
-from mmgen.token_space import JointTokenSpace
+from mmgen.api import JointTokenSpace, Part, Segment, Task, TokenBatch
 
 
 def task_items(

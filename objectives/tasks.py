@@ -7,7 +7,7 @@ from collections.abc import Mapping
 import attrs
 import numpy as np
 
-from mmgen.task import Task
+from mmgen.api import Task
 
 
 @attrs.frozen(kw_only=True)

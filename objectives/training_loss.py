@@ -12,8 +12,7 @@ from typing import Any
 
 import torch
 
-from mmgen.batch import TokenBatch
-from mmgen.protocols import ObjectiveOutput, StepInput
+from mmgen.api import ObjectiveOutput, StepInput, TokenBatch
 
 from .masked_forward import CONDITION_DROPOUT_KEY
 from .tasks import TaskDraw

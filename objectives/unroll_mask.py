@@ -31,10 +31,7 @@ import attrs
 import torch
 import torch.nn.functional as F
 
-from mmgen.batch import Segment
-from mmgen.layout import pack
-from mmgen.protocols import ObjectiveOutput, StepInput
-from mmgen.token_space import JointTokenSpace
+from mmgen.api import JointTokenSpace, ObjectiveOutput, Segment, StepInput, pack
 
 from .masked_forward import MaskedForward, input_masks, masked_forward, span_logits
 from .masked_loss import masked_cross_entropy

@@ -23,10 +23,17 @@ from typing import Any, ClassVar
 import attrs
 import torch
 
-from mmgen.batch import Segment, TokenBatch
-from mmgen.layout import Part, pack
-from mmgen.plugins.generation.guidance import GuidanceOptions, guidance_weight, guide
-from mmgen.protocols import GenerationRequest, RequestSegment
+from mmgen.api import (
+    GenerationRequest,
+    GuidanceOptions,
+    Part,
+    RequestSegment,
+    Segment,
+    TokenBatch,
+    guidance_weight,
+    guide,
+    pack,
+)
 
 # Products like cos(pi/3) * 256 = 128.00000000000003 must count as 128, not 129.
 SCHEDULE_DECIMALS = 6

@@ -1,6 +1,6 @@
 """Built-in samplers, registered like any third-party plugin."""
 
-from mmgen.hookspecs import hookimpl
+from mmgen.api import hookimpl
 
 
 @hookimpl

@@ -6,6 +6,7 @@ import math
 from pathlib import Path
 from typing import Any, ClassVar
 
+import numpy as np
 import pytest
 import torch
 
@@ -108,17 +109,17 @@ class GridImageTokenizer:
     name: ClassVar[str] = "grid_image"
     modality = "image"
 
-    def __init__(self, *, grid: tuple[int, int] = (2, 2), size: int = 8, vocab: int = 8):
+    def __init__(self, *, grid: tuple[int, int] = (2, 2), size: int = 8, vocab: int = 8, modality: str = "image"):
         self.grid, self.size, self.vocab = grid, size, vocab
+        self.modality = modality
 
     @property
     def token_space(self) -> TokenSpace:
-        return TokenSpace(name="image", vocab_size=self.vocab, shape=self.grid)
+        return TokenSpace(name=self.modality, vocab_size=self.vocab, shape=self.grid)
 
     def load_item(self, data: bytes) -> torch.Tensor:
         import io
 
-        import numpy as np
         from PIL import Image
 
         array = np.asarray(Image.open(io.BytesIO(data)).convert("RGB").resize((self.size, self.size)))
@@ -128,13 +129,17 @@ class GridImageTokenizer:
         images = torch.stack(list(items)) if not torch.is_tensor(items) else items
         grey = images.float().mean(dim=1, keepdim=True)
         blocks = torch.nn.functional.adaptive_avg_pool2d(grey, self.grid).flatten(1)
-        return Segment.full("image", (blocks / 256 * self.vocab).long().clamp(0, self.vocab - 1))
+        return Segment.full(self.modality, (blocks / 256 * self.vocab).long().clamp(0, self.vocab - 1))
 
     def decode(self, segment: Segment) -> list[torch.Tensor]:
         levels = (segment.tokens.float() + 0.5) * 256 / self.vocab
         grid = levels.view(-1, 1, *self.grid)
         images = torch.nn.functional.interpolate(grid, size=(self.size, self.size), mode="nearest")
         return [image.expand(3, -1, -1).round().clamp(0, 255).to(torch.uint8) for image in images]
+
+    def present(self, item: torch.Tensor) -> np.ndarray:
+        """An image as a Generation holds it (the VQ-GAN's way): uint8 [3, H, W] tensor -> numpy uint8 [H, W, 3]."""
+        return item.detach().to("cpu", torch.uint8).permute(1, 2, 0).contiguous().numpy()
 
     def save(self, directory: Path) -> None:
         directory.mkdir(parents=True, exist_ok=True)
@@ -149,14 +154,15 @@ class WordTokenizer:
     name: ClassVar[str] = "words"
     modality = "text"
 
-    def __init__(self, *, words: tuple[str, ...], length: int = 6):
+    def __init__(self, *, words: tuple[str, ...], length: int = 6, modality: str = "text"):
         self.words = ("<eos>", *words)
         self.length = length
+        self.modality = modality
 
     @property
     def token_space(self) -> TokenSpace:
         return TokenSpace(
-            name="text", vocab_size=len(self.words), shape=(self.length,), variable_length=True, pad_id=0, eos_id=0
+            name=self.modality, vocab_size=len(self.words), shape=(self.length,), variable_length=True, pad_id=0, eos_id=0
         )
 
     def load_item(self, data: bytes) -> str:
@@ -167,7 +173,7 @@ class WordTokenizer:
         tokens = torch.zeros(len(rows), self.length, dtype=torch.long)
         for b, row in enumerate(rows):
             tokens[b, : len(row)] = torch.tensor(row)
-        return Segment(modality="text", tokens=tokens, lengths=torch.tensor([len(r) for r in rows]))
+        return Segment(modality=self.modality, tokens=tokens, lengths=torch.tensor([len(r) for r in rows]))
 
     def decode(self, segment: Segment) -> list[str]:
         texts = []

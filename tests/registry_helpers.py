@@ -9,7 +9,7 @@ import attrs
 import pluggy
 
 from mmgen import hookspecs
-from mmgen.config import Spec, component, components
+from mmgen.config import Spec, component, components, upstream
 from mmgen.registry import Provider, Registry
 
 
@@ -53,6 +53,7 @@ class ToyStage:
         sampler: Spec = component("samplers", default={"use": "toy_sampler"})
         objectives: tuple[Spec, ...] = components("objectives")
         value: int = 0
+        reads: str | None = upstream(None)  # an earlier stage whose folder this one sees
 
     def __init__(self, config):
         self.config = config
@@ -61,8 +62,12 @@ class ToyStage:
     def from_config(cls, config, **deps):
         return cls(config)
 
+    @classmethod
+    def summary(cls, directory):
+        return [f"value {(directory / 'value.txt').read_text()}"]
+
     def run(self, ctx):
-        ToyStage.runs.append((self.config.value, ctx.out_dir, dict(ctx.artefacts)))
+        ToyStage.runs.append((self.config.value, ctx.out_dir, dict(ctx.inputs.folders)))
         (ctx.out_dir / "value.txt").write_text(str(self.config.value))
 
 
@@ -97,3 +102,13 @@ def toy_registry(*, version: str = "1.0") -> Registry:
         ("samplers", ToySampler), ("objectives", ToyObjective), ("stages", ToyStage), ("trackers", NoneTracker)
     )
     return make_registry(("toys", plugin), version=version)
+
+
+def stage_context(out_dir, *, folders=None, loaded=None, registry=None, tracker=None, seed=0):
+    """A StageContext whose inputs are `folders` (stage key -> folder; each made by the stage plugin of that
+    name) and `loaded` (stage key -> an output already in memory)."""
+    from mmgen.stage import StageContext, StageInputs
+
+    folders = dict(folders or {})
+    inputs = StageInputs(folders, uses={key: key for key in folders}, registry=registry, loaded=loaded)
+    return StageContext(out_dir=out_dir, inputs=inputs, registry=registry, tracker=tracker, seed=seed)

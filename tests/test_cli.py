@@ -70,6 +70,18 @@ def test_run_then_rerun_is_cached(toy_env):
     assert third.exit_code == 0 and len(ToyStage.runs) == 2
 
 
+def test_run_ends_with_a_summary_of_stages_and_their_results(toy_env):
+    recipe = write_recipe(toy_env)
+    result = CliRunner().invoke(main, ["-q", "run", str(recipe)])
+    lines = result.output.splitlines()
+    table = lines[lines.index("stage        seconds  folder") :]
+    assert table[1].split()[0] == "only" and table[1].split()[2].startswith("runs/artefacts/only-")
+    assert table[2].split()[0] == "total"
+    assert table[3:] == ["", "only:", "  value 4"]  # the stage's own summary lines
+    again = CliRunner().invoke(main, ["-q", "run", str(recipe)])
+    assert "only          cached" in again.output and "  value 4" in again.output
+
+
 def test_bad_recipe_value_is_a_clean_error(toy_env):
     recipe = write_recipe(toy_env)
     result = CliRunner().invoke(main, ["run", str(recipe), "--set", "only.value=8.7"])
@@ -111,6 +123,8 @@ def test_mlflow_run_holds_recipe_params_and_metrics(toy_env, monkeypatch):
     assert run.data.params["stages.only.sampler.steps"] == "10"
     assert "stage_seconds.only" in run.data.metrics
     assert [a.path for a in client.list_artifacts(run.info.run_id)] == ["recipe.yaml"]
+    # The summary says where to find the run.
+    assert f"MLflow run {run.info.run_id} in experiment 'toys': open it with `mlflow ui`" in result.output
 
 
 def test_third_party_plugin_package_installs_and_runs(tmp_path):

@@ -17,7 +17,10 @@ from mmgen.plugins.clip.loss import contrastive_loss, retrieval_accuracy
 from mmgen.plugins.clip.metric import ClipScore
 from mmgen.plugins.clip.model import ClipModel, ClipSizes, load_clip, save_clip
 from mmgen.plugins.clip.reranker import ClipReranker
-from mmgen.plugins.generation.tasks import Prompt, TaskRunner
+from mmgen.generation.pipeline import GenerationPipeline, best_in_groups
+from mmgen.generation.task import Prompt
+from mmgen.plugins.tasks.builtin import TextToImage
+from mmgen.stage import StageInputs
 from mmgen.samplers.maskgit import FixedLengthOptions, MaskGitSampler
 from mmgen.token_space import JointTokenSpace
 
@@ -99,22 +102,24 @@ def test_reranker_picks_the_candidate_its_model_scores_best():
     text = Segment(modality="text", tokens=torch.tensor([[1, 5, 0, 0, 0, 0]] * 8), lengths=torch.full((8,), 3))
     with torch.no_grad():
         cosine = (model.encode_image(image.tokens) * model.encode_text(text.tokens, text.lengths)).sum(1)
-    assert torch.allclose(reranker.scores(image, text), cosine)
+    assert reranker.modalities == ("image", "text")
+    assert torch.allclose(reranker.pair_scores(image, text), cosine)
+    assert torch.equal(reranker.scores({"image": image, "text": text}), reranker.pair_scores(image, text))
     expected = [int(cosine[:4].argmax()), 4 + int(cosine[4:].argmax())]
-    assert reranker.best(image, text, candidates=4).tolist() == expected
+    assert best_in_groups(reranker.scores({"image": image, "text": text}), candidates=4).tolist() == expected
     with pytest.raises(ValueError, match="8 rows do not split into groups of 3"):
-        reranker.best(image, text, candidates=3)
+        best_in_groups(cosine, candidates=3)
 
 
-def test_task_runner_keeps_the_clip_best_candidate():
+def test_the_pipeline_keeps_the_clip_best_candidate():
     tok = tokenizers()
     space = JointTokenSpace(spaces=(tok["image"].token_space, tok["text"].token_space))
     model = FakeModel(space, {"image": uniform_over([8] * 16, 8), "text": uniform_over([7] * 6, 7)})
     clip = tiny_clip(seed=2)
     sampler = MaskGitSampler(fixed=FixedLengthOptions(steps=2))
-    generated = TaskRunner(model=model, tokenizers=tok, sampler=sampler, reranker=ClipReranker(clip)).run(
-        "t2i", [Prompt(key="p", text="red circle")], candidates=6, seed=5
-    )
+    pipeline = GenerationPipeline(model=model, tokenizers=tok, sampler=sampler)
+    prompt = Prompt(key="p", items={"text": "red circle"})
+    generated = pipeline.run(TextToImage(), [prompt], candidates=6, reranker=ClipReranker(clip), seed=5)
     # The same seed without reranking gives all six candidates.
     everything = sampler.generate(model, _t2i_request(tok, 6), generator=torch.Generator().manual_seed(5)).segments[0]
     text = tok["text"].encode(["red circle"] * 6)
@@ -122,6 +127,17 @@ def test_task_runner_keeps_the_clip_best_candidate():
         scores = (clip.encode_image(everything.tokens) * clip.encode_text(text.tokens, text.lengths)).sum(1)
     best = tok["image"].decode(everything.select(slice(int(scores.argmax()), int(scores.argmax()) + 1)))[0]
     assert np.array_equal(generated[0].outputs["image"], best.permute(1, 2, 0).numpy())
+
+
+def test_the_registered_reranker_loads_the_clip_stage_it_declares():
+    from mmgen.config import declared_inputs
+
+    clip = tiny_clip(seed=2)
+    inputs = StageInputs({}, uses={}, loaded={"clip_big": clip})
+    config = ClipReranker.Config(clip_stage="clip_big")
+    assert declared_inputs(config) == [("clip_stage", "clip_big")]
+    reranker = ClipReranker.from_config(config, inputs=inputs, model=None, tokenizers=None, device="cpu")
+    assert reranker.model is clip
 
 
 def _t2i_request(tok, rows):
@@ -170,23 +186,27 @@ def test_clip_score_is_100_times_clamped_cosine_per_task():
     assert result["all"] == pytest.approx((sum(t2i) + i2t) / 3, abs=1e-4)
 
 
-def test_clip_score_loads_its_stages_on_first_use(tmp_path, monkeypatch):
-    from mmgen.plugins.generation import artefacts
+class CountingInputs(StageInputs):
+    """Stage outputs in memory, counting how often each is loaded."""
 
-    metric = ClipScore.from_config(ClipScore.Config(), artefacts={"tokenizers": tmp_path}, registry=None)
-    assert metric.compute([]) == {}  # nothing to score: nothing loaded
-    pair = Generation(task="t2i", key="k", inputs={"text": "red"}, outputs={"image": np.zeros((16, 16, 3), np.uint8)})
-    with pytest.raises(KeyError, match=r"clip_score needs earlier \['clip'\] stage\(s\)"):
-        metric.compute([pair])
-    save_clip(tiny_clip(seed=3), tmp_path / "clip")
-    monkeypatch.setattr(artefacts, "load_tokenizers", lambda folder, registry: tokenizers())
-    metric = ClipScore.from_config(ClipScore.Config(), artefacts={"tokenizers": tmp_path, "clip": tmp_path / "clip"})
+    def __init__(self, loaded):
+        super().__init__({}, uses={}, loaded=loaded)
+        self.loads = []
+
+    def load(self, key):
+        self.loads.append(key)
+        return super().load(key)
+
+
+def test_clip_score_loads_its_stages_on_first_use():
+    inputs = CountingInputs({"tokenizers": tokenizers(), "clip": tiny_clip(seed=3)})
+    metric = ClipScore.from_config(ClipScore.Config(), inputs=inputs, device="cpu")
+    assert metric.compute([]) == {} and inputs.loads == []  # nothing to score: nothing loaded
     image = np.zeros((16, 16, 3), dtype=np.uint8)
-    score = metric.compute([Generation(task="t2i", key="k", inputs={"text": "red"}, outputs={"image": image})])
-    reference = ClipScore(model=tiny_clip(seed=3), tokenizers=tokenizers()).compute(
-        [Generation(task="t2i", key="k", inputs={"text": "red"}, outputs={"image": image})]
-    )
-    assert score == pytest.approx(reference)
+    pair = Generation(task="t2i", key="k", inputs={"text": "red"}, outputs={"image": image})
+    score = metric.compute([pair])
+    assert sorted(inputs.loads) == ["clip", "tokenizers"]
+    assert score == pytest.approx(ClipScore(model=tiny_clip(seed=3), tokenizers=tokenizers()).compute([pair]))
 
 
 def png(image: np.ndarray) -> bytes:
@@ -238,14 +258,14 @@ def test_pair_collate_takes_image_tokens_and_the_drawn_caption(tmp_path):
 
 
 def test_clip_stage_learns_to_match_images_and_captions(tmp_path, monkeypatch):
+    from registry_helpers import stage_context
+
     from mmgen.plugins.clip.stage import ClipStage
-    from mmgen.plugins.generation import artefacts
-    from mmgen.stage import StageContext
+    from mmgen.plugins.datasets.cache_stage import TokenCache
     from mmgen.trainer import TrainerConfig
 
     token_cache(tmp_path, "train", colour_records(64))
     token_cache(tmp_path, "val", colour_records(4))
-    monkeypatch.setattr(artefacts, "load_tokenizers", lambda folder, registry: tokenizers())
 
     class Tracker:
         def __init__(self):
@@ -261,15 +281,8 @@ def test_clip_stage_learns_to_match_images_and_captions(tmp_path, monkeypatch):
     tracker = Tracker()
     torch.manual_seed(0)
     out = tmp_path / "clip"
-    stage.run(
-        StageContext(
-            out_dir=out,
-            artefacts={"tokenizers": tmp_path, "cache": tmp_path / "cache"},
-            registry=None,
-            tracker=tracker,
-            seed=0,
-        )
-    )
+    loaded = {"tokenizers": tokenizers(), "cache": TokenCache(tmp_path / "cache")}
+    stage.run(stage_context(out, loaded=loaded, tracker=tracker))
     # The four val images (one per colour) each retrieve their own caption, and the reverse.
     assert tracker.metrics["clip/image_to_text_top1"] == 1.0 and tracker.metrics["clip/text_to_image_top1"] == 1.0
     assert {"clip/loss", "clip/accuracy", "clip/scale", "clip/lr"} <= set(tracker.metrics)

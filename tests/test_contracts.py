@@ -6,6 +6,7 @@ parametrised over the registry's entries of its kind.
 
 from __future__ import annotations
 
+import inspect
 import math
 
 import attrs
@@ -14,7 +15,10 @@ import pytest
 import torch
 
 from mmgen.batch import Generation, Record, Segment, TokenBatch
-from mmgen.config import ConfigError, structure_attrs, to_data
+from mmgen.config import ConfigError, declared_inputs, structure_attrs, structure_spec, to_data
+from mmgen.generation.task import Prompt
+from mmgen.hookspecs import DEPS
+from mmgen.stage import StageInputs
 from mmgen.protocols import GenerationRequest, ObjectiveOutput, RequestSegment, StepInput
 from mmgen.registry import KINDS, load_registry
 from mmgen.task import Task
@@ -29,6 +33,21 @@ TASKS = (
     Task(name="i2t", context=("image",), target=("text",)),
     Task(name="it2it", context=("image",), target=("text",), mask_context=True),
 )
+
+
+def deps_of(kind: str) -> dict:
+    """The dependencies the runner gives components of `kind` (DEPS), made for the tiny space."""
+    from mmgen.plugins.clip.model import ClipModel, ClipSizes
+
+    clip = ClipModel(ClipSizes(image_vocab=12, image_length=4, text_vocab=9, text_length=4, width=16, depth=1, heads=2))
+    made = {
+        "model": tiny_model().eval(),
+        "token_space": SPACE,
+        "tokenizers": {"text": FakeTextTokenizer()},
+        "inputs": StageInputs({}, uses={}, loaded={"clip": clip}),
+        "device": "cpu",
+    }
+    return {name: made[name] for name in DEPS[kind]}
 
 
 def entries(kind: str) -> list:
@@ -191,7 +210,7 @@ class TestMetrics:
         config = default_config(entry)
         if config is None:
             pytest.skip(f"{entry.name} needs options; covered by its own tests")
-        result = entry.cls.from_config(config).compute([])
+        result = entry.cls.from_config(config, **deps_of("metrics")).compute([])
         assert isinstance(result, dict)
         assert all(isinstance(k, str) and isinstance(v, float) for k, v in result.items())
 
@@ -200,6 +219,70 @@ class TestStages:
     @pytest.mark.parametrize("entry", entries("stages"))
     def test_has_run(self, entry):
         assert callable(getattr(entry.cls, "run", None))
+
+    @pytest.mark.parametrize("entry", entries("stages"))
+    def test_declares_the_stages_it_reads(self, entry):
+        # A stage names what it reads in `upstream` fields, so the runner knows the graph before any work.
+        config = default_config(entry)
+        if config is None:
+            pytest.skip(f"{entry.name} needs options")
+        for path, key in declared_inputs(config):
+            assert isinstance(key, str) and key, (entry.name, path)
+
+
+class TestTasks:
+    @pytest.mark.parametrize("entry", entries("tasks"))
+    def test_builds_a_request_the_sampler_fills_with_what_it_makes(self, entry):
+        task = entry.cls.from_config(default_config(entry))
+        assert task.name == entry.name and isinstance(task.summary, str) and task.summary
+        assert set(task.needs) <= set(SPACE.modalities) and task.makes and set(task.makes) <= set(SPACE.modalities)
+        batch = tiny_batch(batch_size=2)
+        inputs = {m: batch.modality(m) for m in task.needs}
+        request = task.request(inputs, batch=2, space=SPACE, device=torch.device("cpu"))
+        assert tuple(s.modality for s in request.segments if s.target) == task.makes
+        sampler = REGISTRY.build(structure_spec("samplers", "maskgit", path="s", registry=REGISTRY))
+        out = sampler.generate(tiny_model().eval(), request, generator=torch.Generator().manual_seed(0))
+        assert tuple(s.modality for s in out.segments) == task.makes
+        assert all(s.batch_size == 2 for s in out.segments)
+
+    @pytest.mark.parametrize("entry", entries("tasks"))
+    def test_prompts_hold_what_the_task_needs(self, entry):
+        task = entry.cls.from_config(default_config(entry))
+        examples = [Prompt(key=f"k{i}", items={"image": f"image {i}", "text": f"a b c d {i}"}) for i in range(3)]
+        prompts = task.prompts(examples)
+        assert [p.key for p in prompts] == ["k0", "k1", "k2"]
+        assert all(set(p.items) == set(task.needs) for p in prompts)
+
+
+class TestRerankers:
+    @pytest.mark.parametrize("entry", entries("rerankers"))
+    def test_one_finite_score_per_row(self, entry):
+        reranker = entry.cls.from_config(default_config(entry), **deps_of("rerankers"))
+        assert set(reranker.modalities) <= set(SPACE.modalities)
+        batch = tiny_batch(batch_size=3)
+        scores = reranker.scores({s.modality: s for s in batch.segments})
+        assert scores.shape == (3,) and torch.isfinite(scores).all()
+
+
+class TestRefiners:
+    @pytest.mark.parametrize("entry", entries("refiners"))
+    def test_refined_outputs_keep_their_modalities_and_shapes(self, entry):
+        refiner = entry.cls.from_config(default_config(entry), **deps_of("refiners"))
+        batch = tiny_batch(batch_size=3)
+        image, text = batch.modality("image"), batch.modality("text")
+        refined = refiner.refine({"image": image}, {"text": text})
+        assert set(refined) == {"text"} and refined["text"].tokens.shape == text.tokens.shape
+        assert torch.equal(refined["text"].lengths, text.lengths)
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_from_config_takes_the_kinds_deps_by_keyword(kind):
+    # Every component gets its kind's deps (mmgen.api.DEPS) and must accept more: a dep added later breaks nothing.
+    for entry in REGISTRY.entries(kind):
+        parameters = inspect.signature(entry.cls.from_config).parameters.values()
+        assert any(p.kind is inspect.Parameter.VAR_KEYWORD for p in parameters), f"{entry.name}: from_config lacks **deps"
+        named = {p.name for p in parameters if p.kind is inspect.Parameter.KEYWORD_ONLY}
+        assert named <= set(DEPS[kind]), f"{entry.name} asks for {sorted(named - set(DEPS[kind]))}, not given to {kind}"
 
 
 class TestTokenizers:

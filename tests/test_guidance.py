@@ -7,11 +7,18 @@ import torch
 
 from generation_helpers import FakeModel, spaces, uniform_over
 from generation_helpers import one_thread  # noqa: F401 (an autouse fixture)
-from mmgen.batch import Segment, TokenBatch
-from mmgen.plugins.generation.guidance import GuidanceOptions, drop_condition, guidance_weight, guide
-from mmgen.protocols import GenerationRequest, RequestSegment
+from mmgen.api import (
+    GenerationRequest,
+    GuidanceOptions,
+    RequestSegment,
+    Segment,
+    Task,
+    TokenBatch,
+    drop_condition,
+    guidance_weight,
+    guide,
+)
 from mmgen.samplers.maskgit import FixedLengthOptions, MaskGitSampler, VariableLengthOptions
-from mmgen.task import Task
 
 T2I = Task(name="t2i", context=("text",), target=("image",))
 
@@ -24,6 +31,23 @@ def test_schedules():
     assert guidance_weight(rising, step=0, steps=1) == 3.0
     with pytest.raises(ValueError, match="guidance scale must be >= 0"):
         GuidanceOptions(scale=-1.0)
+
+
+def test_guidance_options_structure_from_a_samplers_recipe_data():
+    from mmgen.api import ConfigError, load_registry, structure_spec
+
+    registry = load_registry()
+
+    def sampler(guidance):
+        data = {"use": "maskgit", "fixed": {"steps": 4, "guidance": guidance}}
+        return structure_spec("samplers", data, path="sampler", registry=registry).config
+
+    assert sampler({"scale": 2, "schedule": "linear"}).fixed.guidance == GuidanceOptions(scale=2.0, schedule="linear")
+    assert sampler({}).variable.guidance == GuidanceOptions()  # off unless a recipe asks
+    with pytest.raises(ConfigError, match=r"sampler.fixed.guidance.schedule: expected one of \['constant', 'linear'\]"):
+        sampler({"schedule": "cosine"})
+    with pytest.raises(ConfigError, match="sampler.fixed.guidance: guidance scale must be >= 0, got -1.0"):
+        sampler({"scale": -1})
 
 
 def test_guide_extrapolates_away_from_the_unconditional_logits():

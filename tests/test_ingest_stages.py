@@ -6,14 +6,14 @@ import attrs
 import pytest
 
 from mmgen.config import structure
-from mmgen.plugins.datasets.cache_stage import CacheStage, cache_splits
-from mmgen.plugins.datasets.data_stage import DataStage
+from mmgen.plugins.datasets.cache_stage import CacheStage, TokenCache, cache_splits
+from mmgen.plugins.datasets.data_stage import DataSplits, DataStage
 from mmgen.plugins.datasets.lmdb_dataset import LmdbDataset
 from mmgen.plugins.datasets.lmdb_store import LmdbStore
 from mmgen.plugins.datasets.shapes.dataset import ShapesDataset
 from mmgen.plugins.datasets.token_cache import TokenCacheDataset
 from mmgen.registry import load_registry
-from mmgen.stage import StageContext
+from mmgen.stage import StageContext, StageInputs
 from token_cache_helpers import BlockImageTokenizer, CharTokenizer
 
 
@@ -33,7 +33,8 @@ def registry():
 def run_data_stage(registry, out_dir, data):
     config = structure(DataStage.Config, data, path="stages.data", registry=registry)
     tracker = RecordingTracker()
-    ctx = StageContext(out_dir=out_dir, artefacts={}, registry=registry, tracker=tracker, seed=0)
+    inputs = StageInputs({}, uses={}, registry=registry)
+    ctx = StageContext(out_dir=out_dir, inputs=inputs, registry=registry, tracker=tracker, seed=0)
     registry.get("stages", "data").from_config(config).run(ctx)
     return tracker
 
@@ -62,6 +63,11 @@ def test_data_stage_split_choice_and_errors(registry, tmp_path):
         registry, tmp_path / "a", {"dataset": {"use": "shapes", "size": 32, "train": 2}, "splits": ["train"]}
     )
     assert [p.name for p in (tmp_path / "a").iterdir()] == ["train.lmdb"]
+    # What later stages get back from the data stage's folder.
+    data = DataStage.load(tmp_path / "a")
+    assert data.splits() == ["train"] and len(data.records("train")) == 2
+    with pytest.raises(FileNotFoundError, match=r"no 'val' split .*it has \['train'\]"):
+        data.records("val")
     with pytest.raises(ValueError, match="has no split\\(s\\) \\['dev'\\]"):
         run_data_stage(registry, tmp_path / "b", {"dataset": {"use": "shapes"}, "splits": ["dev"]})
 
@@ -74,18 +80,24 @@ def test_cache_stage_encodes_every_store(registry, tmp_path, caplog):
     )
     tokenizers = {"image": BlockImageTokenizer(), "text": CharTokenizer()}
     with caplog.at_level(logging.INFO):
-        counts = cache_splits(tmp_path / "data", tmp_path / "cache", tokenizers=tokenizers, config=CacheStage.Config())
+        counts = cache_splits(DataSplits(tmp_path / "data"), tmp_path / "cache", tokenizers=tokenizers, config=CacheStage.Config())
     assert counts == {"train": 4, "val": 2}
     cache = TokenCacheDataset(tmp_path / "cache" / "train.lmdb", tokenizers=tokenizers)
     assert (
         cache.modalities == ("image", "text") and cache.meta(3) == LmdbStore(tmp_path / "data" / "train.lmdb")[3].meta
     )
     only = cache_splits(
-        tmp_path / "data", tmp_path / "c2", tokenizers=tokenizers, config=CacheStage.Config(splits=("val",))
+        DataSplits(tmp_path / "data"), tmp_path / "c2", tokenizers=tokenizers, config=CacheStage.Config(splits=("val",))
     )
     assert only == {"val": 2}
+    # What later stages get back from the cache stage's folder.
+    loaded = CacheStage.load(tmp_path / "cache")
+    assert isinstance(loaded, TokenCache) and loaded.splits() == ["train", "val"]
+    assert len(loaded.split("val", tokenizers=tokenizers)) == 2
+    with pytest.raises(FileNotFoundError, match=r"no 'test' split \(it has \['train', 'val'\]\)"):
+        loaded.split("test")
     with pytest.raises(ValueError, match="no <split>.lmdb stores in"):
-        cache_splits(tmp_path / "cache" / "nothing", tmp_path / "c3", tokenizers=tokenizers, config=CacheStage.Config())
+        cache_splits(DataSplits(tmp_path / "cache" / "nothing"), tmp_path / "c3", tokenizers=tokenizers, config=CacheStage.Config())
 
 
 def test_registered_components(registry):

@@ -20,6 +20,7 @@ stages:
   second:
     use: toy_stage
     value: 2
+    reads: first
     sampler: {{use: toy_sampler, steps: 4}}
 """
 
@@ -82,8 +83,9 @@ def test_rerun_skips_done_stages_and_force_redoes(recipe_file):
     first = run_recipe(recipe, registry=REGISTRY)
     assert [r.cached for r in first] == [False, False]
     assert [v for v, _, _ in ToyStage.runs] == [1, 2]
-    # The second stage sees the first's folder under its key and its plugin name.
-    assert ToyStage.runs[1][2] == {"first": first[0].out_dir, "toy_stage": first[0].out_dir}
+    # Each stage sees the earlier stages it declares, and nothing else.
+    assert ToyStage.runs[0][2] == {}
+    assert ToyStage.runs[1][2] == {"first": first[0].out_dir}
     again = run_recipe(recipe, registry=REGISTRY)
     assert [r.cached for r in again] == [True, True]
     assert len(ToyStage.runs) == 2
@@ -130,3 +132,27 @@ def test_shipped_recipes_are_valid(path):
     recipe = load_recipe(path, registry=load_registry())
     assert recipe.name == path.stem
     assert [e.key for e in recipe.stages][:3] == ["data", "tokenizers", "cache"]
+
+
+@pytest.mark.parametrize(
+    "reads, message",
+    [
+        ("second", r"stages\.first\.reads: reads stage 'second', but no earlier stage is called that \(earlier: none\)"),
+        ("frist", r"stages\.first\.reads: reads stage 'frist'.*earlier: none"),
+    ],
+)
+def test_a_stage_may_read_only_earlier_stages(recipe_file, reads, message):
+    # Checked when the recipe loads: before any stage runs or a tracker run opens.
+    with pytest.raises(RecipeError, match=message):
+        load_recipe(recipe_file, registry=REGISTRY, overrides=[f"first.reads={reads}"])
+
+
+def test_a_misspelt_input_gets_a_did_you_mean(recipe_file):
+    with pytest.raises(RecipeError, match=r"stages\.second\.reads: reads stage 'frist', but no earlier stage is called that; did you mean 'first'\?"):
+        load_recipe(recipe_file, registry=REGISTRY, overrides=["second.reads=frist"])
+
+
+def test_a_stage_is_found_by_its_plugin_name_too(recipe_file):
+    ToyStage.runs.clear()
+    results = run_recipe(load_recipe(recipe_file, registry=REGISTRY, overrides=["second.reads=toy_stage"]), registry=REGISTRY)
+    assert ToyStage.runs[1][2] == {"toy_stage": results[0].out_dir}

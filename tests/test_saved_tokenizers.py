@@ -1,4 +1,5 @@
 import pytest
+from registry_helpers import stage_context
 
 from mmgen.registry import load_registry
 from mmgen.tokenizers.saved import SavedTokenizerError, load_saved_tokenizers, save_tokenizers
@@ -34,7 +35,6 @@ def test_altered_files_are_refused(tmp_path):
 from mmgen.config import structure_spec  # noqa: E402
 from mmgen.plugins.datasets.lmdb_store import StoreWriter  # noqa: E402
 from mmgen.plugins.datasets.shapes.dataset import ShapesDataset  # noqa: E402
-from mmgen.stage import StageContext  # noqa: E402
 
 
 class Tracker:
@@ -69,7 +69,7 @@ def test_tokenizers_stage_trains_and_saves_image_then_text(tmp_path):
     }
     stage = registry.build(structure_spec("stages", options, path="stages.tokenizers", registry=registry))
     tracker = Tracker()
-    stage.run(StageContext(out_dir=tmp_path / "out", artefacts={"data": tmp_path / "data"}, registry=registry, tracker=tracker, seed=0))
+    stage.run(stage_context(tmp_path / "out", folders={"data": tmp_path / "data"}, registry=registry, tracker=tracker))
 
     loaded = load_saved_tokenizers(tmp_path / "out", registry)
     assert list(loaded) == ["image", "text"]

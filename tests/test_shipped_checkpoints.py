@@ -19,16 +19,19 @@ from pathlib import Path
 import pytest
 import torch
 
+import attrs
+
+from mmgen.generation.pipeline import GenerationPipeline
 from mmgen.plugins.datasets.shapes.dataset import ShapesDataset
 from mmgen.plugins.datasets.shapes.metric import ShapesAccuracy
-from mmgen.plugins.generation.artefacts import latest_artefact, load_for_generation
-from mmgen.plugins.generation.prompts import prompts_from_records
-from mmgen.plugins.generation.guidance import GuidanceOptions
-from mmgen.plugins.generation.tasks import TaskRunner
+from mmgen.plugins.stages.generate import example
+from mmgen.recipe import load_recipe
 from mmgen.registry import load_registry
-from mmgen.samplers.maskgit import FixedLengthOptions, MaskGitSampler, VariableLengthOptions
+from mmgen.stage import StageInputs
+from mmgen.stage_folder import newest_finished, read_done
 
-CHECKPOINTS = Path(__file__).resolve().parents[1] / "checkpoints" / "shapes"
+ROOT = Path(__file__).resolve().parents[1]
+CHECKPOINTS = ROOT / "checkpoints" / "shapes"
 SCENES = 64
 # Measured when the checkpoints were made (this test's setting; checkpoints/shapes/README.md):
 # T2I one-object 1.00, two-object 0.89, colour 1.00, cell 1.00; I2T parsed 1.00, all-correct 0.08, colour 0.86.
@@ -45,22 +48,22 @@ I2T_COLOUR_FLOOR = 0.7
 CYCLE_TRUTH_FIRST_FLOOR = 0.9
 REFINE_SCENES = 16
 REFINE_PUT_RIGHT_FLOOR = 0.85
-# recipes/shapes.yaml, stage generate.
-SAMPLER = MaskGitSampler(
-    fixed=FixedLengthOptions(guidance=GuidanceOptions(scale=1.0), gumbel_start=1.0, gumbel_end=0.1),
-    variable=VariableLengthOptions(steps=24),
-)
+
+
+@attrs.frozen
+class Loaded:
+    model: object
+    tokenizers: dict
+    registry: object
 
 
 @pytest.fixture(scope="module")
 def loaded():
+    """The checkpoints as `mmgen generate --run checkpoints/shapes` loads them: through the stages that made them."""
     registry = load_registry()
-    return load_for_generation(
-        tokenizers_dir=latest_artefact(CHECKPOINTS, "tokenizers"),
-        model_dir=latest_artefact(CHECKPOINTS, "train"),
-        clip_dir=None,
-        registry=registry,
-    )
+    folders = {key: newest_finished(CHECKPOINTS, key) for key in ("train", "tokenizers")}
+    inputs = StageInputs(folders, uses={k: read_done(f)["use"] for k, f in folders.items()}, registry=registry)
+    return Loaded(model=inputs.load("train"), tokenizers=inputs.load("tokenizers"), registry=registry)
 
 
 @pytest.fixture(scope="module")
@@ -69,12 +72,28 @@ def records():
     return list(dataset.records("test"))
 
 
-def accuracies(loaded, records, task: str) -> dict[str, float]:
-    prompts = prompts_from_records(task, records, image_tokenizer=loaded.tokenizers["image"])
-    runner = TaskRunner(model=loaded.model, tokenizers=loaded.tokenizers, sampler=SAMPLER)
+def recipe_sampler(registry):
+    """recipes/shapes.yaml's sampler (stage generate)."""
+    config = load_recipe(ROOT / "recipes" / "shapes.yaml", registry=registry).stages[-2].spec.config
+    return registry.build(config.sampler)
+
+
+def task(loaded, name: str):
+    from mmgen.config import structure_spec
+
+    return loaded.registry.build(structure_spec("tasks", name, path="task", registry=loaded.registry))
+
+
+def prompts(loaded, records, name: str):
+    examples = [example(r, loaded.tokenizers, caption_modality="text") for r in records]
+    return task(loaded, name).prompts(examples)
+
+
+def accuracies(loaded, records, name: str) -> dict[str, float]:
+    pipeline = GenerationPipeline(model=loaded.model, tokenizers=loaded.tokenizers, sampler=recipe_sampler(loaded.registry))
     with torch.random.fork_rng(devices=[]):
-        generations = runner.run(task, prompts, seed=0, batch_size=SCENES)
-    prefix = f"{task}/"
+        generations = pipeline.run(task(loaded, name), prompts(loaded, records, name), seed=0, batch_size=SCENES)
+    prefix = f"{name}/"
     return {k.removeprefix(prefix): v for k, v in ShapesAccuracy().compute(generations).items() if k.startswith(prefix)}
 
 
@@ -114,40 +133,40 @@ def with_shape(objects: list[dict], index: int, shape: str) -> list[dict]:
 
 def test_cycle_score_names_the_shape_the_image_shows(loaded, records):
     """log p(image | caption) ranks the true caption above every caption with one shape word swapped."""
-    from mmgen.plugins.generation.cycle_score import CycleReranker
+    from mmgen.plugins.rerankers.cycle import CycleReranker
 
-    prompts = prompts_from_records("i2t", records, image_tokenizer=loaded.tokenizers["image"])
+    given = prompts(loaded, records, "i2t")
     texts, groups = [], []
-    for prompt in prompts:
+    for prompt in given:
         objects = prompt.reference["objects"]
         swaps = [with_shape(objects, i, s) for i, o in enumerate(objects) for s in SHAPE_WORDS if s != o["shape"]]
         groups.append(1 + len(swaps))
         texts += [caption(objects)] + [caption(swap) for swap in swaps]
     rows = torch.tensor([i for i, n in enumerate(groups) for _ in range(n)])
-    image = loaded.tokenizers["image"].encode(torch.stack([p.image for p in prompts])).select(rows)
-    scores = CycleReranker(loaded.model).scores(image, loaded.tokenizers["text"].encode(texts)).split(groups)
+    image = loaded.tokenizers["image"].encode(torch.stack([p.items["image"] for p in given])).select(rows)
+    scores = CycleReranker(loaded.model).pair_scores(image, loaded.tokenizers["text"].encode(texts)).split(groups)
     truth_first = sum(bool((group[0] > group[1:]).all()) for group in scores) / len(groups)
     assert truth_first >= CYCLE_TRUTH_FIRST_FLOOR, truth_first
 
 
 def test_cycle_refinement_puts_a_wrong_size_and_shape_right(loaded, records):
     """A caption with its last object's size and shape both wrong comes back as the true caption."""
-    from mmgen.plugins.generation.caption_refine import CaptionRefiner
-    from mmgen.plugins.generation.cycle_score import CycleReranker
-    from mmgen.plugins.generation.refine_config import RefineConfig
+    from mmgen.plugins.refiners.caption_refine import CaptionRefiner
+    from mmgen.plugins.refiners.refine_config import RefineConfig
 
-    prompts = prompts_from_records("i2t", records[:REFINE_SCENES], image_tokenizer=loaded.tokenizers["image"])
+    given = prompts(loaded, records[:REFINE_SCENES], "i2t")
     truths, wrong = [], []
-    for prompt in prompts:
+    for prompt in given:
         objects = prompt.reference["objects"]
         last = objects[-1]
         shape = SHAPE_WORDS[(SHAPE_WORDS.index(last["shape"]) + 1) % len(SHAPE_WORDS)]
         size = "large" if last["size"] == "small" else "small"
         truths.append(caption(objects))
         wrong.append(caption([*objects[:-1], {**last, "shape": shape, "size": size}]))
-    image = loaded.tokenizers["image"].encode(torch.stack([p.image for p in prompts]))
-    # recipes/shapes.yaml: the default options, a two-pass (checkerboard) cycle score.
-    refiner = CaptionRefiner(loaded.model, config=RefineConfig(), scorer=CycleReranker(loaded.model, passes=2))
-    refined = loaded.tokenizers["text"].decode(refiner.refine(image, loaded.tokenizers["text"].encode(wrong)))
+    image = loaded.tokenizers["image"].encode(torch.stack([p.items["image"] for p in given]))
+    # The registered refiner's defaults: a two-pass (checkerboard) cycle score.
+    refiner = CaptionRefiner.from_config(RefineConfig(), model=loaded.model)
+    text = loaded.tokenizers["text"].encode(wrong)
+    refined = loaded.tokenizers["text"].decode(refiner.refine({"image": image}, {"text": text})["text"])
     put_right = sum(r == t for r, t in zip(refined, truths)) / len(truths)
     assert put_right >= REFINE_PUT_RIGHT_FLOOR, list(zip(refined, truths))

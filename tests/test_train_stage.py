@@ -22,7 +22,7 @@ from mmgen.plugins.models.saved import DESCRIPTION_FILE, WEIGHTS_FILE, load_trai
 from mmgen.plugins.stages.train_model import TrainModelStage, build_training, train_and_save
 from mmgen.protocols import ObjectiveOutput
 from mmgen.registry import load_registry
-from mmgen.stage import StageContext
+from registry_helpers import stage_context
 from mmgen.tokenizers.saved import save_tokenizers
 from mmgen.trainer import TrainerConfig
 
@@ -249,12 +249,10 @@ def test_the_stage_trains_from_the_tokenizers_and_cache_artefacts(registry, tmp_
     }
     stage = registry.build(structure_spec("stages", {"use": "train", **data}, path="stages.train", registry=registry))
     with_tokenizers = WithTestTokenizers(registry)
-    context = StageContext(
-        out_dir=tmp_path / "train",
-        artefacts={"tokenizers": tmp_path / "tokenizers", "cache": tmp_path / "cache"},
+    context = stage_context(
+        tmp_path / "train",
+        folders={"tokenizers": tmp_path / "tokenizers", "cache": tmp_path / "cache"},
         registry=with_tokenizers,
-        tracker=None,
-        seed=0,
     )
     stage.run(context)
     model = load_trained_model(tmp_path / "train", with_tokenizers)
@@ -291,12 +289,10 @@ def test_the_stage_reads_captions_with_the_recipes_caption_weights(registry, tmp
     stage = registry.build(structure_spec("stages", {"use": "train", **data}, path="stages.train", registry=registry))
     seen = {}
     monkeypatch.setattr(train_model, "train_and_save", lambda config, *, dataset, **_: seen.update(dataset=dataset))
-    context = StageContext(
-        out_dir=tmp_path / "train",
-        artefacts={"tokenizers": tmp_path / "tokenizers", "cache": tmp_path / "cache"},
+    context = stage_context(
+        tmp_path / "train",
+        folders={"tokenizers": tmp_path / "tokenizers", "cache": tmp_path / "cache"},
         registry=WithTestTokenizers(registry),
-        tracker=None,
-        seed=0,
     )
     stage.run(context)
     assert seen["dataset"].caption_weights == (1.0, 0.0, 0.0, 0.0, 0.0)

@@ -20,21 +20,18 @@ from mmgen.plugins.datasets.ingest.dataset_source import dataset_candidates
 from mmgen.plugins.datasets.ingest.pipeline import ingest
 from mmgen.plugins.datasets.shapes.dataset import ShapesDataset
 from mmgen.plugins.datasets.token_cache import build_token_cache
-from mmgen.plugins.generation.grid import generation_cell, render_grid
+from mmgen.generation.grid import generation_cell, render_grid
+from mmgen.generation.options import GenerateOptions, build_sampler
+from mmgen.plugins.datasets.cache_stage import TokenCache
 from mmgen.plugins.models.saved import DESCRIPTION_FILE, WEIGHTS_FILE, load_trained_model
-from mmgen.plugins.stages.train_model import (
-    SampleOptions,
-    TrainingSamples,
-    TrainModelStage,
-    caption_table,
-    default_sampler,
-    read_sample_prompts,
-)
+from mmgen.plugins.stages.train_model import TrainModelStage
+from mmgen.plugins.stages.training_samples import SampleOptions, TrainingSamples, sample_examples, text_table
+from mmgen.plugins.tasks.builtin import ImageToText, TextToImage
 from mmgen.protocols import ObjectiveOutput, StepInput
 from mmgen.registry import load_registry
-from mmgen.stage import StageContext
 from mmgen.tokenizers.saved import save_tokenizers
 
+from registry_helpers import stage_context
 from objective_helpers import (
     I2T,
     IT2IT,
@@ -169,7 +166,7 @@ MODEL = {"model": {"use": "magvlt", "preset": "tiny"}}
 def test_stage_options_and_their_errors(registry):
     config = structure_attrs(TrainModelStage.Config, dict(MODEL), registry=registry)
     assert config.condition_dropout == 0.0
-    assert config.samples == SampleOptions(every=None, prompts=8, split="val")
+    assert config.samples == SampleOptions(every=None, prompts=8, split="val", tasks=("t2i", "i2t"))
     data = {**MODEL, "condition_dropout": 0.1, "samples": {"every": 500, "prompts": 4, "split": "test"}}
     config = structure_attrs(TrainModelStage.Config, data, registry=registry)
     assert config.condition_dropout == 0.1 and config.samples == SampleOptions(every=500, prompts=4, split="test")
@@ -268,13 +265,8 @@ def run_stage(registry, artefacts, out_dir: Path, *, steps: int, samples: dict, 
     stage = registry.build(structure_spec("stages", {"use": "train", **data}, path="stages.train", registry=registry))
     tracker = RecordingTracker()
     with_tokenizers = WithTestTokenizers(registry)
-    context = StageContext(
-        out_dir=out_dir,
-        artefacts={"tokenizers": artefacts["tokenizers"], "cache": artefacts[cache]},
-        registry=with_tokenizers,
-        tracker=tracker,
-        seed=0,
-    )
+    folders = {"tokenizers": artefacts["tokenizers"], "cache": artefacts[cache]}
+    context = stage_context(out_dir, folders=folders, registry=with_tokenizers, tracker=tracker)
     stage.run(context)
     return tracker, with_tokenizers
 
@@ -290,24 +282,30 @@ def test_the_stage_logs_samples_then_the_model(registry, artefacts, tmp_path, st
     # prompts 8 > the 3 val records: all of them.
     tracker, with_tokenizers = run_stage(registry, artefacts, tmp_path, steps=steps, samples={"every": every})
     images, texts = tracker.of("image"), tracker.of("text")
-    assert [name for name, _ in images] == [f"samples/step-{s:06d}-t2i.png" for s in sampled_at]
+    # A grid per task; a text table for the task that writes text.
+    assert [name for name, _ in images] == [f"samples/step-{s:06d}-{t}.png" for s in sampled_at for t in ("t2i", "i2t")]
     assert [name for name, _ in texts] == [f"samples/step-{s:06d}-i2t.txt" for s in sampled_at]
-    for _, grid in images:  # one row of 3 cells, each a generated picture above its one-line caption
+    for _, grid in images[::2]:  # T2I: one row of 3 cells, each a generated picture above its one-line caption
         assert grid.dtype == np.uint8 and grid.shape == (one_line_grid_height(), GAP + 3 * (TILE + GAP), 3)
 
     # The last samples are the saved model's generations with the trainer's seed, exactly.
     model = load_trained_model(tmp_path, with_tokenizers)
     tokenizers = {"image": PictureTokenizer(), "text": SavedCharTokenizer()}
-    prompts = read_sample_prompts(artefacts["cache"], SampleOptions(prompts=8), tokenizers=tokenizers)
-    samples = TrainingSamples(prompts=prompts, tokenizers=tokenizers, sampler=default_sampler(registry), seed=0)
-    t2i, i2t = samples.generate(model)
-    assert np.array_equal(images[-1][1], render_grid([generation_cell(g) for g in t2i]))
-    assert texts[-1][1] == caption_table(i2t)
+    examples = sample_examples(TokenCache(artefacts["cache"]), SampleOptions(prompts=8), tokenizers=tokenizers)
+    sampler = build_sampler(GenerateOptions(), model=model, registry=registry)
+    samples = TrainingSamples(
+        examples=examples, tasks=[TextToImage(), ImageToText()], tokenizers=tokenizers, sampler=sampler, seed=0
+    )
+    made = samples.generate(model)
+    assert np.array_equal(images[-2][1], render_grid([generation_cell(g) for g in made["t2i"]]))
+    assert np.array_equal(images[-1][1], render_grid([generation_cell(g) for g in made["i2t"]]))
+    assert texts[-1][1] == text_table(made["i2t"])
     lines = texts[-1][1].splitlines()
+    captions = [e.items["text"] for e in examples]
     assert lines[0] == "key\tgenerated\treference" and len(lines) == 1 + VAL_RECORDS
-    assert [line.split("\t")[0] for line in lines[1:]] == list(prompts.keys)
-    assert [line.split("\t")[2] for line in lines[1:]] == list(prompts.captions)
-    assert [g.inputs["text"] for g in t2i] == list(prompts.captions)
+    assert [line.split("\t")[0] for line in lines[1:]] == [e.key for e in examples]
+    assert [line.split("\t")[2] for line in lines[1:]] == captions
+    assert [g.inputs["text"] for g in made["t2i"]] == captions
 
     # First the parameter count, at the end the saved files, as they are on disk.
     count = sum(p.numel() for p in model.parameters())
@@ -327,13 +325,19 @@ def test_no_prompts_no_samples_no_held_out_split_and_the_same_training(registry,
     ]
     # Sampling after every step leaves the training run as it was.
     sampled, _ = run_stage(registry, artefacts, tmp_path / "sampled", steps=2, samples={"every": 1})
-    assert len(sampled.of("image")) == 2
+    assert len(sampled.of("image")) == 4  # two steps, two tasks
     quiet = torch.load(tmp_path / "quiet" / WEIGHTS_FILE, weights_only=True)
     loud = torch.load(tmp_path / "sampled" / WEIGHTS_FILE, weights_only=True)
     assert quiet.keys() == loud.keys() and all(torch.equal(quiet[k], loud[k]) for k in quiet)
 
 
 def test_a_missing_sample_split_fails_before_training(registry, artefacts, tmp_path):
-    with pytest.raises(ValueError, match=r"training samples read split 'val'.*no token cache here.*samples.prompts: 0"):
+    with pytest.raises(ValueError, match=r"training samples read split 'val'.*no 'val' split.*samples.prompts: 0"):
         run_stage(registry, artefacts, tmp_path, steps=1, samples={}, cache="train_only")
+    assert not (tmp_path / "trainer").exists()
+
+
+def test_sample_tasks_are_checked_before_training(registry, artefacts, tmp_path):
+    with pytest.raises(ConfigError, match=r"samples\.tasks\[1\]\.use: no task named 'i2x'; did you mean 'i2t'"):
+        run_stage(registry, artefacts, tmp_path, steps=1, samples={"tasks": ["t2i", "i2x"]})
     assert not (tmp_path / "trainer").exists()

@@ -1,6 +1,6 @@
 """Built-in tokenizers and the stage that trains them, registered like any plugin."""
 
-from mmgen.hookspecs import hookimpl
+from mmgen.api import hookimpl
 
 
 @hookimpl

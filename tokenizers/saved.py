@@ -6,7 +6,7 @@ import json
 from pathlib import Path
 from typing import Any, Mapping
 
-from mmgen.atomic import atomic_write_text
+from mmgen.api import atomic_write_text
 
 INDEX_FILE = "tokenizers.json"
 

@@ -18,9 +18,7 @@ from typing import Any, Callable, ClassVar, Iterable, Iterator, Sequence
 
 import attrs
 
-from mmgen.atomic import atomic_write_bytes, atomic_write_text
-from mmgen.batch import Record, Segment
-from mmgen.token_space import TokenSpace
+from mmgen.api import Record, Segment, TokenSpace, atomic_write_bytes, atomic_write_text
 
 MODEL_FILE = "spm.model"
 CONFIG_FILE = "bpe.json"

@@ -4,15 +4,13 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
-from typing import Any, ClassVar, Sequence
+from typing import Any, ClassVar
 
 import attrs
 
-from mmgen.batch import Record
-from mmgen.config import Spec, components
-from mmgen.stage import StageContext
+from mmgen.api import Spec, StageContext, components, upstream
 
-from .saved import save_tokenizers
+from .saved import load_saved_tokenizers, save_tokenizers
 
 log = logging.getLogger(__name__)
 
@@ -33,7 +31,7 @@ class TokenizersStage:
     @attrs.frozen(kw_only=True)
     class Config:
         tokenizers: tuple[Spec, ...] = components("tokenizers")
-        data_stage: str = "data"
+        data_stage: str = upstream("data")
 
     def __init__(self, *, config: Config) -> None:
         if not config.tokenizers:
@@ -44,17 +42,13 @@ class TokenizersStage:
     def from_config(cls, config: Config, **_: Any) -> TokenizersStage:
         return cls(config=config)
 
+    @classmethod
+    def load(cls, directory: Path, *, registry: Any, **_: Any) -> dict[str, Any]:
+        """The saved tokenizers by modality, in joint-space order, each checked against its content hash."""
+        return load_saved_tokenizers(directory, registry)
+
     def run(self, ctx: StageContext) -> None:
-        from mmgen.plugins.datasets.lmdb_store import LmdbStore
-
-        data_dir = ctx.artefact(self.config.data_stage)
-
-        def records(split: str) -> Sequence[Record]:
-            path = Path(data_dir) / f"{split}.lmdb"
-            if not path.exists():
-                raise FileNotFoundError(f"the data stage wrote no {split!r} split ({path} is missing)")
-            return LmdbStore(path)
-
+        records = ctx.inputs.load(self.config.data_stage).records
         tokenizers: dict[str, Any] = {}
         for spec in self.config.tokenizers:
             tokenizer = ctx.registry.build(spec)

@@ -10,7 +10,7 @@ from typing import Any, Mapping
 
 import torch
 
-from mmgen.atomic import atomic_write_bytes, atomic_write_text
+from mmgen.api import atomic_write_bytes, atomic_write_text
 
 
 def canonical_json(data: Any) -> str:

@@ -2,15 +2,15 @@
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any, Callable, ClassVar, Iterable, Mapping
 
 import attrs
+import numpy as np
 import torch
 
-from mmgen.batch import Generation
+from mmgen.api import Generation, upstream
 
-from .model import ClipModel, load_clip
+from .model import ClipModel
 from .reranker import ClipReranker
 
 
@@ -26,8 +26,8 @@ class ClipScore:
 
     @attrs.frozen(kw_only=True)
     class Config:
-        clip_stage: str = "clip"
-        tokenizers_stage: str = "tokenizers"
+        clip_stage: str = upstream("clip")
+        tokenizers_stage: str = upstream("tokenizers")
         image_modality: str = "image"
         text_modality: str = "text"
         batch_size: int = 64
@@ -48,27 +48,11 @@ class ClipScore:
         self.batch_size = batch_size
 
     @classmethod
-    def from_config(
-        cls,
-        config: Config,
-        *,
-        artefacts: Mapping[str, Path] | None = None,
-        registry: Any = None,
-        device: str = "cpu",
-        **_: Any,
-    ) -> ClipScore:
-        """Loads the clip and tokenizers stages' artefacts lazily, on the first `compute`."""
+    def from_config(cls, config: Config, *, inputs: Any, **_deps: Any) -> ClipScore:
+        """Loads the clip and tokenizers stages' outputs lazily, on the first `compute`."""
 
         def load() -> tuple[ClipModel, Mapping[str, Any]]:
-            from mmgen.plugins.generation.artefacts import load_tokenizers
-
-            missing = [s for s in (config.clip_stage, config.tokenizers_stage) if s not in (artefacts or {})]
-            if missing:
-                raise KeyError(f"clip_score needs earlier {missing} stage(s); the recipe has {sorted(artefacts or {})}")
-            return (
-                load_clip(artefacts[config.clip_stage], device=device),
-                load_tokenizers(artefacts[config.tokenizers_stage], registry),
-            )
+            return inputs.load(config.clip_stage), inputs.load(config.tokenizers_stage)
 
         return cls(
             loader=load,
@@ -82,14 +66,12 @@ class ClipScore:
             if self.loader is None:
                 raise ValueError("clip_score has neither a model nor a loader")
             self.model, self.tokenizers = self.loader()
-        return ClipReranker(self.model)
+        return ClipReranker(self.model, image_modality=self.image_modality, text_modality=self.text_modality)
 
     def compute(self, generations: Iterable[Generation]) -> dict[str, float]:
-        from mmgen.plugins.generation.tasks import image_text_pair, numpy_to_image
-
         by_task: dict[str, list] = {}
         for generation in generations:
-            pair = image_text_pair(generation)
+            pair = self.pair(generation)
             if pair is not None:
                 by_task.setdefault(generation.task, []).append(pair)
         if not by_task:
@@ -99,7 +81,7 @@ class ClipScore:
         for task, pairs in sorted(by_task.items()):
             scores = torch.cat(
                 [
-                    self._scores(reranker, [numpy_to_image(image) for image, _ in chunk], [text for _, text in chunk])
+                    self._scores(reranker, [picture_tensor(image) for image, _ in chunk], [text for _, text in chunk])
                     for chunk in (pairs[i : i + self.batch_size] for i in range(0, len(pairs), self.batch_size))
                 ]
             )
@@ -109,8 +91,19 @@ class ClipScore:
             results["all"] = torch.cat(everything).mean().item()
         return results
 
+    def pair(self, generation: Generation) -> tuple[np.ndarray, str] | None:
+        """The image and text a generation pairs (generated if made, else given); None if it lacks one."""
+        image = generation.outputs.get(self.image_modality, generation.inputs.get(self.image_modality))
+        text = generation.outputs.get(self.text_modality, generation.inputs.get(self.text_modality))
+        return None if image is None or text is None else (image, text)
+
     def _scores(self, reranker: ClipReranker, images: list[torch.Tensor], texts: list[str]) -> torch.Tensor:
         """100 max(cos, 0) per (image, text) pair."""
         image = self.tokenizers[self.image_modality].encode(torch.stack(images))
         text = self.tokenizers[self.text_modality].encode(texts)
-        return 100 * reranker.scores(image, text).clamp(min=0).cpu()
+        return 100 * reranker.pair_scores(image, text).clamp(min=0).cpu()
+
+
+def picture_tensor(picture: np.ndarray) -> torch.Tensor:
+    """numpy uint8 [H, W, 3] -> uint8 [3, H, W] tensor (a copy: arrays read from PNGs are read-only)."""
+    return torch.from_numpy(np.array(picture, dtype=np.uint8)).permute(2, 0, 1).contiguous()

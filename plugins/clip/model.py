@@ -19,7 +19,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from mmgen.atomic import atomic_write_bytes, atomic_write_text
+from mmgen.api import atomic_write_bytes, atomic_write_text
 from mmgen.plugins.models.transformer_block import TransformerBlock
 
 WEIGHTS = "clip.pt"

@@ -1,6 +1,6 @@
-"""CLIP plugin: the `clip` training stage and the `clip_score` metric (the reranker is used by generation)."""
+"""CLIP plugin: the `clip` training stage, the `clip` reranker and the `clip_score` metric."""
 
-from mmgen.hookspecs import hookimpl
+from mmgen.api import hookimpl
 
 
 @hookimpl
@@ -8,6 +8,13 @@ def register_stages(register):
     from .stage import ClipStage
 
     register(ClipStage)
+
+
+@hookimpl
+def register_rerankers(register):
+    from .reranker import ClipReranker
+
+    register(ClipReranker)
 
 
 @hookimpl

@@ -8,8 +8,7 @@ from typing import Any, ClassVar, Mapping
 
 import attrs
 
-from mmgen.stage import StageContext
-from mmgen.trainer import TrainerConfig
+from mmgen.api import StageContext, TrainerConfig, upstream
 
 log = logging.getLogger(__name__)
 
@@ -49,8 +48,8 @@ class ClipStage:
         eval_records: int = 256
         image_modality: str = "image"
         text_modality: str = "text"
-        tokenizers_stage: str = "tokenizers"
-        cache_stage: str = "cache"
+        tokenizers_stage: str = upstream("tokenizers")
+        cache_stage: str = upstream("cache")
 
     def __init__(self, config: Config) -> None:
         self.config = config
@@ -59,18 +58,23 @@ class ClipStage:
     def from_config(cls, config: Config, **_: Any) -> ClipStage:
         return cls(config)
 
+    @classmethod
+    def load(cls, directory: Path, *, device: str = "cpu", **_: Any) -> Any:
+        """The trained CLIP model (model.py), on `device`, in eval mode."""
+        from .model import load_clip
+
+        return load_clip(directory, device=device)
+
     def run(self, ctx: StageContext) -> None:
-        from mmgen.plugins.datasets.token_cache import TokenCacheDataset
-        from mmgen.plugins.generation.artefacts import load_tokenizers
-        from mmgen.trainer import Trainer
+        from mmgen.api import Trainer
 
         from .data import pair_collate
         from .model import ClipModel, ClipSizes, save_clip
 
         config = self.config
-        tokenizers = load_tokenizers(ctx.artefact(config.tokenizers_stage), ctx.registry)
-        cache = Path(ctx.artefact(config.cache_stage))
-        dataset = TokenCacheDataset(cache / f"{config.train_split}.lmdb", seed=config.trainer.seed, tokenizers=tokenizers)
+        tokenizers = ctx.inputs.load(config.tokenizers_stage)
+        cache = ctx.inputs.load(config.cache_stage)
+        dataset = cache.split(config.train_split, seed=config.trainer.seed, tokenizers=tokenizers)
         image_space = tokenizers[config.image_modality].token_space
         text_space = tokenizers[config.text_modality].token_space
         model = ClipModel(
@@ -99,8 +103,8 @@ class ClipStage:
             return
         trained = trainer.sampling_module.eval()
         save_clip(trained, ctx.out_dir)
-        if (cache / f"{config.eval_split}.lmdb").is_dir():
-            held_out = TokenCacheDataset(cache / f"{config.eval_split}.lmdb", seed=config.trainer.seed, tokenizers=tokenizers)
+        if cache.has(config.eval_split):
+            held_out = cache.split(config.eval_split, seed=config.trainer.seed, tokenizers=tokenizers)
             retrieval = held_out_retrieval(trained, held_out, collate=collate, count=config.eval_records)
             ctx.tracker.log_metrics({f"clip/{k}": v for k, v in retrieval.items()})
             log.info("clip: held-out retrieval %s", retrieval)
@@ -108,7 +112,7 @@ class ClipStage:
 
 def clip_loss(module: Any, batch: Any, step: int, generator: Any) -> Any:
     """`loss_fn` for the Trainer: symmetric InfoNCE over the batch."""
-    from mmgen.protocols import ObjectiveOutput
+    from mmgen.api import ObjectiveOutput
 
     from .loss import contrastive_loss
 

@@ -4,17 +4,47 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
-from typing import Any, ClassVar, Mapping
+from typing import Any, ClassVar, Mapping, Sequence
 
 import attrs
 
-from mmgen.stage import StageContext
+from mmgen.api import StageContext, upstream
 
 log = logging.getLogger(__name__)
 
 
+class TokenCache:
+    """A cache stage's output: one token cache per split (what later stages get from `ctx.inputs.load`)."""
+
+    def __init__(self, directory: Path) -> None:
+        self.directory = Path(directory)
+
+    def splits(self) -> list[str]:
+        return sorted(p.name[: -len(".lmdb")] for p in self.directory.glob("*.lmdb"))
+
+    def has(self, split: str) -> bool:
+        return (self.directory / f"{split}.lmdb").is_dir()
+
+    def split(
+        self,
+        name: str,
+        *,
+        seed: int = 0,
+        tokenizers: Mapping[str, Any] | None = None,
+        caption_weights: Sequence[float] | None = None,
+    ) -> Any:
+        """The split's TokenCacheDataset; with `tokenizers` it refuses a cache other tokenizers made."""
+        from .token_cache import TokenCacheDataset
+
+        if not self.has(name):
+            raise FileNotFoundError(f"the token cache has no {name!r} split (it has {self.splits()}): {self.directory}")
+        return TokenCacheDataset(
+            self.directory / f"{name}.lmdb", seed=seed, tokenizers=tokenizers, caption_weights=caption_weights
+        )
+
+
 class CacheStage:
-    """Writes `<out_dir>/<split>.lmdb` token caches, one per `<data>/<split>.lmdb` store."""
+    """Writes `<out_dir>/<split>.lmdb` token caches, one per split of the data stage."""
 
     name: ClassVar[str] = "cache"
 
@@ -23,8 +53,8 @@ class CacheStage:
         splits: tuple[str, ...] = ()  # empty: every store the data stage wrote
         caption_modality: str = "text"
         batch_size: int = 64
-        data_stage: str = "data"  # the earlier stages this one reads
-        tokenizers_stage: str = "tokenizers"
+        data_stage: str = upstream("data")
+        tokenizers_stage: str = upstream("tokenizers")
 
     def __init__(self, *, config: Config) -> None:
         self.config = config
@@ -33,29 +63,28 @@ class CacheStage:
     def from_config(cls, config: Config, **_deps: Any) -> CacheStage:
         return cls(config=config)
 
-    def run(self, ctx: StageContext) -> None:
-        from mmgen.tokenizers.saved import load_saved_tokenizers
+    @classmethod
+    def load(cls, directory: Path, **_: Any) -> TokenCache:
+        return TokenCache(directory)
 
-        tokenizers = load_saved_tokenizers(ctx.artefact(self.config.tokenizers_stage), ctx.registry)
-        counts = cache_splits(
-            ctx.artefact(self.config.data_stage), ctx.out_dir, tokenizers=tokenizers, config=self.config
-        )
+    def run(self, ctx: StageContext) -> None:
+        tokenizers = ctx.inputs.load(self.config.tokenizers_stage)
+        data = ctx.inputs.load(self.config.data_stage)
+        counts = cache_splits(data, ctx.out_dir, tokenizers=tokenizers, config=self.config)
         ctx.tracker.log_metrics({f"cache/{split}/records": count for split, count in counts.items()})
 
 
-def cache_splits(
-    data_dir: Path, out_dir: Path, *, tokenizers: Mapping[str, Any], config: CacheStage.Config
-) -> dict[str, int]:
-    """Build `<out_dir>/<split>.lmdb` for each chosen `<data_dir>/<split>.lmdb`; returns record counts."""
+def cache_splits(data: Any, out_dir: Path, *, tokenizers: Mapping[str, Any], config: CacheStage.Config) -> dict[str, int]:
+    """Build `<out_dir>/<split>.lmdb` for each chosen split of `data` (DataSplits); returns record counts."""
     from .token_cache import TokenCacheDataset, build_token_cache
 
-    splits = config.splits or tuple(sorted(p.name[: -len(".lmdb")] for p in Path(data_dir).glob("*.lmdb")))
+    splits = config.splits or tuple(data.splits())
     if not splits:
-        raise ValueError(f"cache stage: no <split>.lmdb stores in {data_dir}")
+        raise ValueError(f"cache stage: no <split>.lmdb stores in {data.directory}")
     counts = {}
     for split in splits:
         out = build_token_cache(
-            Path(data_dir) / f"{split}.lmdb",
+            data.path(split),
             Path(out_dir) / f"{split}.lmdb",
             tokenizers=tokenizers,
             caption_modality=config.caption_modality,

@@ -125,8 +125,8 @@ def ingest_dataset(
 def _build_dataset(name: str, options: tuple[str, ...]):
     import yaml
 
-    from mmgen.config import ConfigError, structure
-    from mmgen.registry import PluginError, UnknownComponentError, load_registry
+    from mmgen.api import ConfigError, structure
+    from mmgen.api import PluginError, UnknownComponentError, load_registry
 
     try:
         registry = load_registry()
@@ -154,7 +154,7 @@ def _build_dataset(name: str, options: tuple[str, ...]):
 @click.option("--tile", default=128, show_default=True, help="Tile side in pixels.")
 def show(store: Path, sheet: Path | None, count: int, columns: int, tile: int) -> None:
     """Counts of STORE (records, captions, modalities, skipped / fixed items) and optionally a contact sheet."""
-    from mmgen.atomic import atomic_write_bytes
+    from mmgen.api import atomic_write_bytes
 
     from .contact_sheet import contact_sheet
     from .ingest.pipeline import reason_counts

@@ -3,16 +3,39 @@
 from __future__ import annotations
 
 import logging
+from pathlib import Path
 from typing import Any, ClassVar
 
 import attrs
 
-from mmgen.config import Spec, component
-from mmgen.stage import StageContext
+from mmgen.api import Spec, StageContext, component
 
 from .ingest.image_checks import DEFAULT_MAX_PIXELS
 
 log = logging.getLogger(__name__)
+
+
+class DataSplits:
+    """A data stage's output: one record store per split (what later stages get from `ctx.inputs.load`)."""
+
+    def __init__(self, directory: Path) -> None:
+        self.directory = Path(directory)
+
+    def splits(self) -> list[str]:
+        return sorted(p.name[: -len(".lmdb")] for p in self.directory.glob("*.lmdb"))
+
+    def path(self, split: str) -> Path:
+        return self.directory / f"{split}.lmdb"
+
+    def records(self, split: str) -> Any:
+        """The split's store: a map-style sequence of Records (random access; iterating reads them in order)."""
+        from .lmdb_store import LmdbStore
+
+        if not self.path(split).exists():
+            raise FileNotFoundError(
+                f"the data stage wrote no {split!r} split ({self.path(split)} is missing; it has {self.splits()})"
+            )
+        return LmdbStore(self.path(split))
 
 
 class DataStage:
@@ -32,6 +55,10 @@ class DataStage:
     @classmethod
     def from_config(cls, config: Config, **_deps: Any) -> DataStage:
         return cls(config=config)
+
+    @classmethod
+    def load(cls, directory: Path, **_: Any) -> DataSplits:
+        return DataSplits(directory)
 
     def run(self, ctx: StageContext) -> None:
         from .ingest.dataset_source import dataset_candidates, split_size

@@ -31,7 +31,7 @@ from typing import Any, Iterator
 import attrs
 import lmdb
 
-from mmgen.batch import Record
+from mmgen.api import Record
 
 FORMAT = "mmgen.lmdb"
 SCHEMA_VERSION = 1
@@ -324,7 +324,7 @@ class LmdbStore:
 
     def order(self, *, seed: int, epoch: int, rank: int = 0, world_size: int = 1) -> list[int]:
         """This rank's share of epoch `epoch`'s permutation (the training stream's own order)."""
-        from mmgen.data_stream import epoch_permutation, rank_share
+        from mmgen.api import epoch_permutation, rank_share
 
         permutation = epoch_permutation(len(self), seed=seed, epoch=epoch)
         return rank_share(permutation, rank=rank, world_size=world_size, drop_last=False).tolist()

@@ -1,7 +1,7 @@
 """Data plugin: the shapes and lmdb datasets, the shapes_accuracy metric, the data and cache
 stages, and the `mmgen data` command. Imports happen inside the hooks, so loading stays light."""
 
-from mmgen.hookspecs import hookimpl
+from mmgen.api import hookimpl
 
 
 @hookimpl

@@ -273,7 +273,7 @@ def collate(items: Sequence[TokenItem]) -> Any:
     """
     import torch
 
-    from mmgen.batch import Segment, TokenBatch
+    from mmgen.api import Segment, TokenBatch
 
     count = len(items)
     layout = items[0].layout

@@ -17,8 +17,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.utils.checkpoint import checkpoint
 
-from mmgen.layout import Packed
-from mmgen.token_space import JointTokenSpace
+from mmgen.api import JointTokenSpace, Packed
 
 from . import presets
 from .code_init import add_code_vectors, tokenizer_code_vectors
@@ -32,6 +31,7 @@ LAYOUT_SPECIAL_SLOTS = 4
 
 class MagvltModel(nn.Module):
     name: ClassVar[str] = "magvlt"
+    default_sampler: ClassVar[str] = "maskgit"  # iterative parallel refinement (sec. 3.3)
 
     @attrs.frozen(kw_only=True)
     class Config:

@@ -15,9 +15,7 @@ from typing import Any
 
 import torch
 
-from mmgen.atomic import atomic_write_bytes, atomic_write_text
-from mmgen.config import Spec, structure_spec, to_data
-from mmgen.token_space import JointTokenSpace, TokenSpace
+from mmgen.api import JointTokenSpace, Spec, TokenSpace, atomic_write_bytes, atomic_write_text, structure_spec, to_data
 
 WEIGHTS_FILE = "weights.pt"
 DESCRIPTION_FILE = "model.json"

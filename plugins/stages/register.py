@@ -1,8 +1,13 @@
-from mmgen.hookspecs import hookimpl
+from mmgen.api import hookimpl
 
 
 @hookimpl
 def register_stages(register):
-    from .train_model import TrainModelStage  # imported here: loading plugins must not import torch
+    # Imported here: loading plugins must not import torch.
+    from .evaluate import EvaluateStage
+    from .generate import GenerateStage
+    from .train_model import TrainModelStage
 
     register(TrainModelStage)
+    register(GenerateStage)
+    register(EvaluateStage)

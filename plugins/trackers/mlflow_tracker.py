@@ -13,7 +13,7 @@ from typing import Any, ClassVar, Mapping
 
 import attrs
 
-from mmgen.protocols import TrackerUnavailable
+from mmgen.api import TrackerUnavailable
 
 log = logging.getLogger(__name__)
 
@@ -52,6 +52,7 @@ class MlflowTracker:
         self.check_timeout_s = check_timeout_s
         self._client: Any = None
         self.run_id: str | None = None
+        self._uri = ""
 
     @classmethod
     def from_config(cls, config: Config, **_: Any) -> MlflowTracker:
@@ -75,7 +76,18 @@ class MlflowTracker:
             run_tags["mlflow.parentRunId"] = parent_run_id
         run = client.create_run(experiment_id, run_name=run_name, tags=run_tags)
         self._client, self.run_id = client, run.info.run_id
-        log.info("MLflow run %s in experiment %r (%s)", self.run_id, self.experiment, mlflow.get_tracking_uri())
+        self._uri = uri or mlflow.get_tracking_uri()
+        log.info("MLflow run %s in experiment %r (%s)", self.run_id, self.experiment, self._uri)
+
+    def location(self) -> str | None:
+        """Where a person finds the run: its id, experiment, and the command that shows it."""
+        if self.run_id is None:
+            return None
+        here = {"sqlite:///mlflow.db", f"sqlite:///{Path.cwd() / 'mlflow.db'}"}
+        ui = "mlflow ui" if self._uri in here else f"mlflow ui --backend-store-uri {self._uri}"
+        if self._uri.startswith(("http://", "https://")):
+            ui = self._uri
+        return f"MLflow run {self.run_id} in experiment {self.experiment!r}: open it with `{ui}`"
 
     def child(self) -> MlflowTracker:
         """A tracker for a child run (sweeps): call `start(..., parent_run_id=self.run_id)`."""

@@ -1,4 +1,4 @@
-from mmgen.hookspecs import hookimpl
+from mmgen.api import hookimpl
 
 
 @hookimpl

@@ -20,7 +20,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from mmgen.protocols import ObjectiveOutput
+from mmgen.api import ObjectiveOutput
 
 from .autoencoder import VQAutoencoder, pixels_to_unit
 from .discriminator import PatchDiscriminator

@@ -16,9 +16,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from mmgen.batch import Segment
-from mmgen.config import structure_attrs, to_data
-from mmgen.token_space import TokenSpace
+from mmgen.api import Segment, TokenSpace, structure_attrs, to_data
 
 from ..storage import content_hash, read_json, read_tensors, write_json, write_tensors
 from .architecture import ArchitectureConfig
@@ -208,6 +206,10 @@ class VQGANTokenizer:
         if segment.modality != self.modality:
             raise ValueError(f"vqgan tokenizer for {self.modality!r} got a {segment.modality!r} segment")
         return list(self.decode_pixels(segment.tokens))
+
+    def present(self, item: torch.Tensor) -> np.ndarray:
+        """An image as a Generation holds it: uint8 [3, H, W] tensor -> numpy uint8 [H, W, 3]."""
+        return item.detach().to("cpu", torch.uint8).permute(1, 2, 0).contiguous().numpy()
 
     def reconstruct(self, images: torch.Tensor) -> torch.Tensor:
         """uint8 images -> their uint8 reconstructions through the codes."""

@@ -17,7 +17,7 @@ import attrs
 import numpy as np
 import torch
 
-from mmgen.trainer import Trainer, TrainerConfig
+from mmgen.api import Trainer, TrainerConfig
 
 from .autoencoder import VQAutoencoder, pixels_to_unit, unit_to_pixels
 from .losses import LossConfig, VQGANLoss, VQGANTrainee, code_statistics, psnr

@@ -16,7 +16,7 @@ from typing import Any, Iterable
 
 import attrs
 
-from mmgen.batch import Record
+from mmgen.api import Record
 
 from ..lmdb_store import LmdbStore, StoreWriter
 from .candidate import Candidate

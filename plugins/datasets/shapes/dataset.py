@@ -15,7 +15,7 @@ from .scene import Scene
 from .spec import CANVAS_SIZES, CELLS, MAX_OBJECTS, all_pairs, parse_pair
 
 if TYPE_CHECKING:
-    from mmgen.batch import Record
+    from mmgen.api import Record
 
 # Each split draws from its own seed stream, so a split's records do not depend on
 # the other splits' counts.
@@ -127,7 +127,7 @@ class ShapesDataset:
         return scene, rng
 
     def record(self, split: str, index: int) -> Record:
-        from mmgen.batch import Record  # here, so registering the plugin does not import torch
+        from mmgen.api import Record  # here, so registering the plugin does not import torch
 
         scene, rng = self.scene(split, index)
         captions = make_captions(scene, rng)

@@ -100,7 +100,7 @@ def main() -> None:
             result["size_attr"] = result.pop("size")
             rows.append({"degradation": name, "size": size, "scenes": args.scenes, **result})
             print(markdown(rows[-1:]).splitlines()[-1], flush=True)
-    from mmgen.atomic import atomic_write_text
+    from mmgen.api import atomic_write_text
 
     atomic_write_text(args.out / "oracle_robustness.json", json.dumps(rows, indent=2))
     atomic_write_text(args.out / "oracle_robustness.md", markdown(rows))

@@ -9,7 +9,7 @@ from typing import Any, ClassVar
 
 import attrs
 
-from mmgen import hookimpl
+from mmgen.api import hookimpl
 
 
 class JsonlTracker:

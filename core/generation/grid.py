@@ -8,7 +8,7 @@ import attrs
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
-from mmgen.batch import Generation
+from ..batch import Generation
 
 BACKGROUND = (255, 255, 255)
 INK = (0, 0, 0)
@@ -24,19 +24,18 @@ class Cell:
     lines: tuple[str, ...]
 
 
+def is_picture(value: object) -> bool:
+    """A value a grid can show: uint8 [H, W, 3]."""
+    return isinstance(value, np.ndarray) and value.dtype == np.uint8 and value.ndim == 3 and value.shape[2] == 3
+
+
 def generation_cell(generation: Generation) -> Cell:
-    """Input image (region outlined) then output image; the given text, then the generated text."""
-    images = []
-    source = generation.inputs.get("image")
-    if source is not None:
-        images.append(outline(source, generation.inputs.get("region")))
-    if generation.outputs.get("image") is not None:
-        images.append(generation.outputs["image"])
-    lines = []
-    if generation.inputs.get("text") is not None:
-        lines.append(f"in: {generation.inputs['text']}")
-    if generation.outputs.get("text") is not None:
-        lines.append(f"out: {generation.outputs['text']}")
+    """Given pictures (a region outlined) then generated ones; given texts, then generated texts."""
+    region = generation.inputs.get("region")
+    images = [outline(v, region) for v in generation.inputs.values() if is_picture(v)]
+    images += [v for v in generation.outputs.values() if is_picture(v)]
+    lines = [f"in: {v}" for v in generation.inputs.values() if isinstance(v, str)]
+    lines += [f"out: {v}" for v in generation.outputs.values() if isinstance(v, str)]
     return Cell(images=tuple(images), lines=tuple(lines))
 
 

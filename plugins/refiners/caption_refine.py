@@ -32,17 +32,15 @@ that happens to fit the image codes.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, ClassVar, Mapping
 
 import attrs
 import torch
 
-from mmgen.batch import Segment
-from mmgen.layout import pack
+from mmgen.api import Segment, Task, pack
 from mmgen.objectives.task_layout import task_items
-from mmgen.task import Task
+from mmgen.plugins.rerankers.cycle import CycleReranker
 
-from .cycle_score import CycleReranker
 from .refine_config import RefineConfig
 
 
@@ -61,6 +59,14 @@ class CaptionRefiner:
     `scorer` is the cycle score to climb (default: CycleReranker(model), one pass).
     """
 
+    name: ClassVar[str] = "caption_refine"
+    Config: ClassVar[type] = RefineConfig
+
+    @classmethod
+    def from_config(cls, config: RefineConfig, *, model: Any, **_deps: Any) -> CaptionRefiner:
+        modalities = {"image_modality": config.image, "text_modality": config.text}
+        return cls(model, config=config, scorer=CycleReranker(model, passes=config.passes, **modalities), **modalities)
+
     def __init__(
         self,
         model: Any,
@@ -78,15 +84,22 @@ class CaptionRefiner:
         self.scorer = scorer or CycleReranker(model, image_modality=image_modality, text_modality=text_modality)
         self.eos_id = model.token_space.space(text_modality).eos_id
 
+    def refine(self, inputs: Mapping[str, Segment], outputs: Mapping[str, Segment]) -> dict[str, Segment]:
+        """The Refiner interface: the captions in `outputs` refined against the image (given or generated)."""
+        image = outputs.get(self.image_modality, inputs.get(self.image_modality))
+        if image is None or self.text_modality not in outputs:
+            raise ValueError(f"caption refinement needs a generated {self.text_modality!r} and an {self.image_modality!r}")
+        return {**outputs, self.text_modality: self.refine_captions(image, outputs[self.text_modality])}
+
     @torch.no_grad()
-    def refine(self, image: Segment, text: Segment) -> Segment:
+    def refine_captions(self, image: Segment, text: Segment) -> Segment:
         """Captions [B] of the same lengths; words change only where plausible variants score higher."""
         if image.batch_size != text.batch_size:
             raise ValueError(f"refine: {image.batch_size} images but {text.batch_size} captions")
         tokens = text.tokens.clone()
         content = self._content_lengths(text)
         longest = int(content.max().item()) if content.numel() else 0
-        current = self.scorer.scores(image, text)
+        current = self.scorer.pair_scores(image, text)
         for _sweep in range(self.config.sweeps):
             changed = False
             for position in range(longest):
@@ -162,7 +175,7 @@ class CaptionRefiner:
         if variants.rows.numel() == 0:
             return False
         text = Segment(modality=self.text_modality, tokens=variants.tokens, lengths=lengths[variants.rows])
-        cycle = self.scorer.scores(image.select(variants.rows), text)
+        cycle = self.scorer.pair_scores(image.select(variants.rows), text)
         gain = cycle - current[variants.rows] + self.config.prior_weight * variants.prior_gain
         best = torch.full_like(current, float("-inf")).scatter_reduce(0, variants.rows, gain, "amax")
         # Ties keep the first variant found (one-word changes before pairs, likelier proposals first).

@@ -1,8 +1,10 @@
-"""Generations on disk: one PNG per image, a JSONL of everything else, a grid per task.
+"""Generations on disk: one PNG per picture, a JSONL of everything else, a grid per task.
 
-`generations.jsonl` holds one Generation per line; an image is written as
-`{"png": "<relative path>"}`, so `load_generations` gives back equal objects
-(the evaluate stage reads them this way).
+The one module that knows the layout of a generate stage's folder (and of
+`mmgen generate --out`). `generations.jsonl` holds one Generation per line; a
+picture (uint8 [H, W, 3]) is written as `{"png": "<relative path>"}`, any other
+array as `{"npy": "<relative path>"}`, so `load_generations` gives back equal
+objects (the evaluate stage reads them this way).
 """
 
 from __future__ import annotations
@@ -16,10 +18,9 @@ from typing import Any, Iterable, Sequence
 import numpy as np
 from PIL import Image
 
-from mmgen.atomic import atomic_write_bytes, atomic_write_text
-from mmgen.batch import Generation
-
-from .grid import generation_cell, render_grid
+from ..atomic import atomic_write_bytes, atomic_write_text
+from ..batch import Generation
+from .grid import generation_cell, is_picture, render_grid
 
 JSONL = "generations.jsonl"
 IMAGES = "images"
@@ -38,10 +39,16 @@ def _file_stem(index: int, key: str) -> str:
 def _encode(values: dict[str, Any], *, folder: Path, stem: str, side: str, root: Path) -> dict[str, Any]:
     encoded = {}
     for name, value in values.items():
-        if isinstance(value, np.ndarray):
+        if is_picture(value):
             path = folder / f"{stem}-{side}-{name}.png"
             atomic_write_bytes(path, png_bytes(value))
             encoded[name] = {"png": path.relative_to(root).as_posix()}
+        elif isinstance(value, np.ndarray):
+            path = folder / f"{stem}-{side}-{name}.npy"
+            buffer = io.BytesIO()
+            np.save(buffer, value, allow_pickle=False)
+            atomic_write_bytes(path, buffer.getvalue())
+            encoded[name] = {"npy": path.relative_to(root).as_posix()}
         else:
             encoded[name] = value
     return encoded
@@ -52,6 +59,8 @@ def _decode(values: dict[str, Any], *, root: Path) -> dict[str, Any]:
     for name, value in values.items():
         if isinstance(value, dict) and set(value) == {"png"}:
             decoded[name] = np.asarray(Image.open(root / value["png"]).convert("RGB"))
+        elif isinstance(value, dict) and set(value) == {"npy"}:
+            decoded[name] = np.load(root / value["npy"], allow_pickle=False)
         else:
             decoded[name] = value
     return decoded

@@ -15,8 +15,8 @@ from typing import Literal
 import attrs
 import torch
 
-from mmgen.batch import TokenBatch
-from mmgen.task import Task
+from .batch import TokenBatch
+from .task import Task
 
 
 @attrs.frozen(kw_only=True)

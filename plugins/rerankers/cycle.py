@@ -22,22 +22,40 @@ more captions right after refinement (README, "I2T: the cycle reranker").
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, ClassVar, Mapping
 
+import attrs
 import torch
 
-from mmgen.batch import Segment
-from mmgen.layout import pack
+from mmgen.api import Segment, Task, pack, positive
 from mmgen.objectives.task_layout import task_items
-from mmgen.task import Task
 
 
 class CycleReranker:
     """Scores (image, caption) rows by log p(image | caption) under `model`; higher is a better match.
 
-    `model` should be in eval mode (TaskRunner puts it there); rows are scored
-    `batch_size` at a time, each in `passes` forward passes.
+    `model` should be in eval mode (the generation pipeline puts it there);
+    rows are scored `batch_size` at a time, each in `passes` forward passes.
     """
+
+    name: ClassVar[str] = "cycle"
+
+    @attrs.frozen(kw_only=True)
+    class Config:
+        passes: int = attrs.field(default=2, validator=positive)  # 1: the whole image at once; 2: a checkerboard, sharper
+        image: str = "image"  # the modalities scored, by their names in the joint space
+        text: str = "text"
+        batch_size: int = attrs.field(default=256, validator=positive)
+
+    @classmethod
+    def from_config(cls, config: Config, *, model: Any, **_deps: Any) -> CycleReranker:
+        return cls(
+            model,
+            passes=config.passes,
+            image_modality=config.image,
+            text_modality=config.text,
+            batch_size=config.batch_size,
+        )
 
     def __init__(
         self,
@@ -57,11 +75,12 @@ class CycleReranker:
         self.image_modality = image_modality
         self.pass_of_token = interleaved_sets(model.token_space.space(image_modality).shape, passes=passes)
         self.passes = passes
+        self.modalities = (image_modality, text_modality)
         # The T2I layout of training and sampling: [BOC] caption [BOG] image.
         self.task = Task(name="t2i", context=(text_modality,), target=(image_modality,))
 
     @torch.no_grad()
-    def scores(self, image: Segment, text: Segment) -> torch.Tensor:
+    def pair_scores(self, image: Segment, text: Segment) -> torch.Tensor:
         """[B] summed log-probability of row b's image tokens given row b's caption."""
         if image.batch_size != text.batch_size:
             raise ValueError(f"cycle score: {image.batch_size} images but {text.batch_size} captions")
@@ -72,11 +91,9 @@ class CycleReranker:
         ]
         return torch.cat(parts)
 
-    def best(self, image: Segment, text: Segment, *, candidates: int) -> torch.Tensor:
-        """For rows grouped in consecutive runs of `candidates`, the row index of each group's best pair."""
-        from mmgen.plugins.clip.reranker import best_in_groups
-
-        return best_in_groups(self.scores(image, text), candidates=candidates)
+    def scores(self, segments: Mapping[str, Segment]) -> torch.Tensor:
+        """[B] the Reranker interface: log p(image | caption) of each row's image and caption."""
+        return self.pair_scores(*(segments[m] for m in self.modalities))
 
     def _scores(self, image: Segment, text: Segment) -> torch.Tensor:
         total = torch.zeros(image.batch_size, device=image.tokens.device)

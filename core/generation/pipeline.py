@@ -1,0 +1,165 @@
+"""The generation pipeline: one loop over any model, sampler, reranker and refiner.
+
+    prompts -> encode -> task.request -> sampler.generate -> (reranker: best of N) -> (refiner) -> decode
+
+Nothing here knows a model or a modality: the task builds the request, the
+sampler fills it, rerankers and refiners are plugins of their own kinds, and
+tokenizers encode prompts and decode results. MAGVLT's protocol (sec. 4.2) is
+N candidates per prompt reranked by CLIP; one candidate is the model alone.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Mapping, Sequence
+
+import torch
+
+from ..batch import Generation, Segment
+from .task import GenerationTask, Prompt
+
+REFINE_ROWS = 256  # rows refined per call: they share forward passes, and memory stays bounded
+
+
+class GenerationPipeline:
+    """Runs generation tasks with one model (put in eval mode), its tokenizers (by modality) and a sampler."""
+
+    def __init__(
+        self, *, model: Any, tokenizers: Mapping[str, Any], sampler: Any, device: str | torch.device = "cpu"
+    ) -> None:
+        self.model = model
+        self.tokenizers = tokenizers
+        self.sampler = sampler
+        self.device = torch.device(device)
+        if hasattr(model, "eval"):
+            model.eval()
+
+    def run(
+        self,
+        task: GenerationTask,
+        prompts: Sequence[Prompt],
+        *,
+        candidates: int = 1,
+        reranker: Any = None,
+        refiner: Any = None,
+        seed: int = 0,
+        batch_size: int = 16,
+    ) -> list[Generation]:
+        """One Generation per prompt; the same seed, prompts and batch size give the same outputs."""
+        self.check(task, prompts, candidates=candidates, reranker=reranker)
+        generator = torch.Generator(device=self.device).manual_seed(seed)
+        per_batch = max(1, batch_size // candidates)
+        chosen = [
+            self._sample(task, prompts[start : start + per_batch], candidates, reranker, generator=generator)
+            for start in range(0, len(prompts), per_batch)
+        ]
+        inputs = _concat([c[0] for c in chosen])
+        outputs = _concat([c[1] for c in chosen])
+        if refiner is not None:
+            outputs = self._refine(refiner, inputs, outputs)
+        return self._generations(task, prompts, outputs)
+
+    def check(self, task: GenerationTask, prompts: Sequence[Prompt], *, candidates: int, reranker: Any) -> None:
+        """Errors a run would meet, found before any sampling."""
+        if candidates < 1:
+            raise ValueError(f"candidates must be >= 1, got {candidates}")
+        if candidates > 1 and reranker is None:
+            raise ValueError(f"task {task.name!r}: {candidates} candidates per prompt need a reranker")
+        if reranker is not None:
+            missing = set(reranker.modalities) - {*task.needs, *task.makes}
+            if missing:
+                raise ValueError(
+                    f"task {task.name!r} has no {sorted(missing)} for the {reranker.name!r} reranker to score"
+                    f" (it gives {list(task.needs)} and makes {list(task.makes)})"
+                )
+        for modality in (*task.needs, *task.makes):
+            if modality not in self.tokenizers:
+                raise ValueError(f"task {task.name!r} uses modality {modality!r}, which has no tokenizer here")
+        for prompt in prompts:
+            absent = [m for m in task.needs if prompt.items.get(m) is None]
+            if absent:
+                raise ValueError(f"task {task.name!r} needs {absent} in every prompt; prompt {prompt.key!r} has none")
+
+    def _sample(
+        self,
+        task: GenerationTask,
+        prompts: Sequence[Prompt],
+        candidates: int,
+        reranker: Any,
+        *,
+        generator: torch.Generator,
+    ) -> tuple[dict[str, Segment], dict[str, Segment]]:
+        """One batch: every prompt `candidates` times, sampled, then each prompt's best row kept."""
+        rows = [p for p in prompts for _ in range(candidates)]
+        inputs = self._encode(task, rows)
+        request = task.request(inputs, batch=len(rows), space=self.model.token_space, device=self.device)
+        result = self.sampler.generate(self.model, request, generator=generator)
+        outputs = {segment.modality: segment for segment in result.segments}
+        if candidates == 1:
+            return inputs, outputs
+        # MAGVLT sec. 4.2: the best of N by the reranker's score of each (given or generated) pair.
+        scores = reranker.scores({**inputs, **outputs})
+        keep = best_in_groups(scores, candidates=candidates).to(self.device)
+        return _select(inputs, keep), _select(outputs, keep)
+
+    def _refine(self, refiner: Any, inputs: dict[str, Segment], outputs: dict[str, Segment]) -> dict[str, Segment]:
+        """Every prompt's chosen outputs, REFINE_ROWS at a time: the refiner's passes batch across prompts."""
+        rows = next(iter(outputs.values())).batch_size
+        parts = []
+        for start in range(0, rows, REFINE_ROWS):
+            window = slice(start, start + REFINE_ROWS)
+            parts.append(refiner.refine(_select(inputs, window), _select(outputs, window)))
+        return _concat(parts)
+
+    def _encode(self, task: GenerationTask, rows: Sequence[Prompt]) -> dict[str, Segment]:
+        encoded = {}
+        for modality in task.needs:
+            items = [p.items[modality] for p in rows]
+            if torch.is_tensor(items[0]):
+                items = torch.stack(items)
+            encoded[modality] = self.tokenizers[modality].encode(items).to(self.device)
+        return encoded
+
+    def _generations(
+        self, task: GenerationTask, prompts: Sequence[Prompt], outputs: dict[str, Segment]
+    ) -> list[Generation]:
+        made = {m: task.finish(m, self._present(m, self.tokenizers[m].decode(s.to("cpu")))) for m, s in outputs.items()}
+        extra = task.describe()
+        return [
+            Generation(
+                task=task.name,
+                key=prompt.key,
+                inputs={**{m: self._present(m, [prompt.items[m]])[0] for m in task.needs}, **extra},
+                outputs={m: items[i] for m, items in made.items()},
+                reference=dict(prompt.reference),
+            )
+            for i, prompt in enumerate(prompts)
+        ]
+
+    def _present(self, modality: str, items: list[Any]) -> list[Any]:
+        """Items as a Generation holds them: the tokenizer's `present` (pictures as numpy [H, W, 3]), if it has one."""
+        present = getattr(self.tokenizers[modality], "present", None)
+        return [present(item) for item in items] if present is not None else list(items)
+
+
+def best_in_groups(scores: torch.Tensor, *, candidates: int) -> torch.Tensor:
+    """Row index of the highest score in each consecutive group of `candidates` rows (the first on ties)."""
+    if scores.shape[0] % candidates:
+        raise ValueError(f"{scores.shape[0]} rows do not split into groups of {candidates} candidates")
+    starts = torch.arange(0, scores.shape[0], candidates, device=scores.device)
+    return scores.view(-1, candidates).argmax(dim=1) + starts
+
+
+def _select(segments: Mapping[str, Segment], index: torch.Tensor | slice) -> dict[str, Segment]:
+    return {m: s.select(index) for m, s in segments.items()}
+
+
+def _concat(batches: Sequence[Mapping[str, Segment]]) -> dict[str, Segment]:
+    """Batches of segments (the same modalities each) joined row-wise."""
+    return {
+        m: Segment(
+            modality=m,
+            tokens=torch.cat([b[m].tokens for b in batches]),
+            lengths=torch.cat([b[m].lengths for b in batches]),
+        )
+        for m in batches[0]
+    }

@@ -1,0 +1,1 @@
+"""Refiners of generated outputs."""

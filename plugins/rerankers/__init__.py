@@ -1,0 +1,1 @@
+"""Rerankers of generated candidates (the CLIP reranker registers with the clip plugin)."""

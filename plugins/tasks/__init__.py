@@ -1,0 +1,1 @@
+"""The generation tasks one MAGVLT model covers, registered like any plugin's."""

@@ -1,0 +1,271 @@
+"""Every task one IT2IT model covers (MAGVLT slides), each one object that builds its request.
+
+Layouts follow MAGVLT: T2I `[BOC][BEGIN_text] text [BOG][BEGIN_image] image`,
+I2T the reverse. Tasks without a natural condition hide it: a context segment
+with no known token is all MASK, the unconditional branch that condition
+dropout trains (mmgen.api.drop_condition). So inpainting is T2I with a dropped
+caption and a partly known image, and text infilling is I2T with a dropped
+image and a partly known caption.
+
+Each task's Config names the modalities it uses (the joint space's names,
+"image" and "text" by default), so a recipe whose tokenizers name them
+otherwise still runs these tasks.
+"""
+
+from __future__ import annotations
+
+from typing import Any, ClassVar, Mapping, Sequence
+
+import attrs
+
+from mmgen.api import (
+    CENTRE,
+    GenerationRequest,
+    JointTokenSpace,
+    Prompt,
+    Segment,
+    TaskBase,
+    blank,
+    box_mask,
+    check_box,
+    known,
+    partial_text,
+    region_target,
+)
+
+from .text_cleanup import clean_caption
+
+
+def _box(value: Any) -> tuple[float, float, float, float]:
+    return check_box(tuple(float(v) for v in value))
+
+
+def infill_span(content_length: int) -> tuple[int, int]:
+    """[start, stop) of the middle half of `content_length` caption tokens (T2T infilling)."""
+    start = content_length // 4
+    return start, start + (content_length + 1) // 2
+
+
+def half_words(text: str) -> str:
+    """The first half of a caption's words (at least one): IT2T's partial text to complete."""
+    words = text.split()
+    return " ".join(words[: max(1, len(words) // 2)])
+
+
+class _ImageText(TaskBase):
+    """A task over an image and a text modality; generated captions are cleaned up as the MAGVLT authors do."""
+
+    @attrs.frozen(kw_only=True)
+    class Config:
+        image: str = "image"
+        text: str = "text"
+
+    def __init__(self, *, image: str = "image", text: str = "text") -> None:
+        self.image, self.text = image, text
+
+    @classmethod
+    def from_config(cls, config: Any, **_deps: Any) -> Any:
+        return cls(**attrs.asdict(config))
+
+    def finish(self, modality: str, items: list[Any]) -> list[Any]:
+        return [clean_caption(item) for item in items] if modality == self.text else items
+
+
+class _RegionTask(_ImageText):
+    """A task that regenerates a region of an image (a box in image fractions; default the centre half)."""
+
+    keep_inside: ClassVar[bool] = False
+
+    @attrs.frozen(kw_only=True)
+    class Config:
+        image: str = "image"
+        text: str = "text"
+        region: tuple[float, float, float, float] = attrs.field(default=CENTRE, converter=_box)
+
+    def __init__(self, *, image: str = "image", text: str = "text", region: Sequence[float] = CENTRE) -> None:
+        super().__init__(image=image, text=text)
+        self.region = _box(region)
+
+    def describe(self) -> dict[str, Any]:
+        return {"region": list(self.region)}
+
+    def _image_target(self, image: Segment, space: JointTokenSpace) -> Any:
+        inside = box_mask(self.region, tuple(space.space(self.image).shape))
+        return region_target(image, inside, keep_inside=self.keep_inside)
+
+
+class TextToImage(_ImageText):
+    name: ClassVar[str] = "t2i"
+    summary: ClassVar[str] = "text-guided image generation"
+
+    @property
+    def needs(self) -> tuple[str, ...]:
+        return (self.text,)
+
+    @property
+    def makes(self) -> tuple[str, ...]:
+        return (self.image,)
+
+    def request(self, inputs: Mapping[str, Segment], *, batch: int, space: JointTokenSpace, device: Any) -> GenerationRequest:
+        return GenerationRequest(
+            segments=[known(inputs[self.text]), blank(space.space(self.image), batch, target=True, device=device)]
+        )
+
+
+class ImageToText(_ImageText):
+    name: ClassVar[str] = "i2t"
+    summary: ClassVar[str] = "image captioning"
+
+    @property
+    def needs(self) -> tuple[str, ...]:
+        return (self.image,)
+
+    @property
+    def makes(self) -> tuple[str, ...]:
+        return (self.text,)
+
+    def request(self, inputs: Mapping[str, Segment], *, batch: int, space: JointTokenSpace, device: Any) -> GenerationRequest:
+        return GenerationRequest(
+            segments=[known(inputs[self.image]), blank(space.space(self.text), batch, target=True, device=device)]
+        )
+
+
+class Inpaint(_RegionTask):
+    name: ClassVar[str] = "inpaint"
+    summary: ClassVar[str] = "regenerate the region of an image"
+
+    @property
+    def needs(self) -> tuple[str, ...]:
+        return (self.image,)
+
+    @property
+    def makes(self) -> tuple[str, ...]:
+        return (self.image,)
+
+    def request(self, inputs: Mapping[str, Segment], *, batch: int, space: JointTokenSpace, device: Any) -> GenerationRequest:
+        image = inputs[self.image]
+        dropped = blank(space.space(self.text), batch, target=False, device=device)
+        return GenerationRequest(segments=[dropped, self._image_target(image, space)])
+
+
+class Outpaint(Inpaint):
+    name: ClassVar[str] = "outpaint"
+    summary: ClassVar[str] = "regenerate all but the region of an image"
+    keep_inside: ClassVar[bool] = True
+
+
+class Edit(_RegionTask):
+    name: ClassVar[str] = "it2i"
+    summary: ClassVar[str] = "text-guided editing of the region of an image"
+
+    @property
+    def needs(self) -> tuple[str, ...]:
+        return (self.image, self.text)
+
+    @property
+    def makes(self) -> tuple[str, ...]:
+        return (self.image,)
+
+    def prompts(self, examples: Sequence[Prompt]) -> list[Prompt]:
+        """Each image edited under the next example's caption."""
+        return [
+            attrs.evolve(e, items={self.image: e.items[self.image], self.text: examples[(i + 1) % len(examples)].items[self.text]})
+            for i, e in enumerate(examples)
+        ]
+
+    def request(self, inputs: Mapping[str, Segment], *, batch: int, space: JointTokenSpace, device: Any) -> GenerationRequest:
+        return GenerationRequest(segments=[known(inputs[self.text]), self._image_target(inputs[self.image], space)])
+
+
+class TextInfill(_ImageText):
+    name: ClassVar[str] = "t2t"
+    summary: ClassVar[str] = "text infilling: the middle half of the caption"
+
+    @property
+    def needs(self) -> tuple[str, ...]:
+        return (self.text,)
+
+    @property
+    def makes(self) -> tuple[str, ...]:
+        return (self.text,)
+
+    def request(self, inputs: Mapping[str, Segment], *, batch: int, space: JointTokenSpace, device: Any) -> GenerationRequest:
+        text = inputs[self.text]
+        dropped = blank(space.space(self.image), batch, target=False, device=device)
+        return GenerationRequest(
+            segments=[dropped, partial_text(text, space.space(self.text), span=infill_span, lengths_known=True)]
+        )
+
+
+class Complete(_ImageText):
+    name: ClassVar[str] = "it2t"
+    summary: ClassVar[str] = "complete a partial text about an image"
+
+    @property
+    def needs(self) -> tuple[str, ...]:
+        return (self.image, self.text)
+
+    @property
+    def makes(self) -> tuple[str, ...]:
+        return (self.text,)
+
+    def prompts(self, examples: Sequence[Prompt]) -> list[Prompt]:
+        """Each image with the first half of its caption's words."""
+        return [
+            attrs.evolve(e, items={self.image: e.items[self.image], self.text: half_words(e.items[self.text])})
+            for e in examples
+        ]
+
+    def request(self, inputs: Mapping[str, Segment], *, batch: int, space: JointTokenSpace, device: Any) -> GenerationRequest:
+        # The given text is a known prefix; the model completes it and predicts where it ends.
+        text = partial_text(inputs[self.text], space.space(self.text), span=lambda n: (n, n), lengths_known=False)
+        return GenerationRequest(segments=[known(inputs[self.image]), text])
+
+
+class TextToImageText(_ImageText):
+    name: ClassVar[str] = "t2it"
+    summary: ClassVar[str] = "an image and its caption from a prompt"
+
+    @property
+    def needs(self) -> tuple[str, ...]:
+        return (self.text,)
+
+    @property
+    def makes(self) -> tuple[str, ...]:
+        return (self.image, self.text)
+
+    def request(self, inputs: Mapping[str, Segment], *, batch: int, space: JointTokenSpace, device: Any) -> GenerationRequest:
+        # The caption is generated after the image, conditioned on the prompt and that image.
+        return GenerationRequest(
+            segments=[
+                known(inputs[self.text]),
+                blank(space.space(self.image), batch, target=True, device=device),
+                blank(space.space(self.text), batch, target=True, device=device),
+            ]
+        )
+
+
+class Unconditional(_ImageText):
+    name: ClassVar[str] = "unconditional"
+    summary: ClassVar[str] = "an image-text pair from nothing"
+
+    @property
+    def needs(self) -> tuple[str, ...]:
+        return ()
+
+    @property
+    def makes(self) -> tuple[str, ...]:
+        return (self.image, self.text)
+
+    def request(self, inputs: Mapping[str, Segment], *, batch: int, space: JointTokenSpace, device: Any) -> GenerationRequest:
+        # The image from a dropped caption (the unconditional branch), then its caption.
+        return GenerationRequest(
+            segments=[
+                blank(space.space(self.text), batch, target=False, device=device),
+                blank(space.space(self.image), batch, target=True, device=device),
+                blank(space.space(self.text), batch, target=True, device=device),
+            ]
+        )
+
+
+TASKS = (TextToImage, ImageToText, Inpaint, Outpaint, TextInfill, Edit, Complete, TextToImageText, Unconditional)

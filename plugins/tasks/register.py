@@ -1,0 +1,9 @@
+from mmgen.api import hookimpl
+
+
+@hookimpl
+def register_tasks(register):
+    from . import builtin  # imported here: loading plugins must not import torch
+
+    for task in builtin.TASKS:
+        register(task)
