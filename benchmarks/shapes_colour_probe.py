@@ -3,7 +3,7 @@
 The placement probe (`conditioning_probe.py`) showed the model reading where
 objects go long before any generation was right; this one showed why they
 still came out wrong: with random code embeddings the model never read the
-colour words (README, "Why colour was never learned").
+colour words (docs/results/magvlt-training.md, "Why colour was never learned").
 
 Each code gets the colour it mostly stands for: the majority Shapes palette
 colour of the image patches it encodes (0 = the white canvas; a patch with

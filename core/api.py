@@ -78,6 +78,7 @@ _EXPORTS: dict[str, tuple[str, str]] = {
     # generation
     "Prompt": ("generation.task", "Prompt"),
     "TaskBase": ("generation.task", "TaskBase"),
+    "given": ("generation.task", "given"),
     "known": ("generation.task", "known"),
     "blank": ("generation.task", "blank"),
     "region_target": ("generation.task", "region_target"),
@@ -111,6 +112,8 @@ _EXPORTS: dict[str, tuple[str, str]] = {
     "env_world": ("distributed", "env_world"),
     "epoch_permutation": ("data_stream", "epoch_permutation"),
     "rank_share": ("data_stream", "rank_share"),
+    # long work
+    "progress": ("progress", "progress"),
     # files
     "atomic_write_bytes": ("atomic", "atomic_write_bytes"),
     "atomic_write_text": ("atomic", "atomic_write_text"),

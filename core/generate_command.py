@@ -185,13 +185,16 @@ def generate(
     model, tokenizers = inputs.load(MODEL_STAGE), inputs.load(TOKENIZERS_STAGE)
     deps = {"model": model, "tokenizers": tokenizers, "inputs": inputs, "device": device}
     (plan,) = plan_tasks(options, [task_spec], registry=registry, deps=deps)
-    try:
-        task_prompts = command_line_prompts(plan.task, tokenizers, texts=texts, files=list(files), count=count)
-    except ValueError as exc:
-        raise click.UsageError(str(exc)) from None
     pipeline = GenerationPipeline(
         model=model, tokenizers=tokenizers, sampler=build_sampler(options, model=model, registry=registry), device=device
     )
+    try:
+        task_prompts = command_line_prompts(plan.task, tokenizers, texts=texts, files=list(files), count=count)
+        pipeline.check(
+            plan.task, task_prompts, candidates=plan.candidates, reranker=plan.reranker, refiner=plan.refiner
+        )
+    except ValueError as exc:
+        raise click.UsageError(str(exc)) from None
     generations = pipeline.run(
         plan.task,
         task_prompts,

@@ -163,9 +163,16 @@ class Reranker(Protocol):
 
 @runtime_checkable
 class Refiner(Protocol):
-    """Improves chosen outputs after sampling (and reranking)."""
+    """Improves chosen outputs after sampling (and reranking).
+
+    `refines`: the generated modalities it changes; `modalities`: all it reads.
+    A task that does not make the one or give the other is an error before any
+    sampling.
+    """
 
     name: ClassVar[str]
+    modalities: tuple[str, ...]
+    refines: tuple[str, ...]
 
     def refine(self, inputs: Mapping[str, Segment], outputs: Mapping[str, Segment]) -> dict[str, Segment]:
         """The outputs, refined: the same modalities, rows and shapes."""

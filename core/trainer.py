@@ -16,9 +16,7 @@ from __future__ import annotations
 import copy
 import logging
 import math
-import os
 import random
-import sys
 import time
 from contextlib import nullcontext
 from pathlib import Path
@@ -34,6 +32,7 @@ from . import distributed
 from .data_stream import BatchStream
 from .ema import EMA
 from .lr_schedule import WarmupCosine
+from .progress import progress
 from .protocols import ObjectiveOutput
 from .validators import non_negative, positive, positive_or_none
 
@@ -407,11 +406,9 @@ class Trainer:
         return metrics
 
     def _progress_bar(self, start_step: int, ctx: distributed.DistContext) -> Any:
-        from tqdm import tqdm
-
-        # `mmgen -q` (and the test suite) set MMGEN_NO_PROGRESS.
-        disable = self.quiet or bool(os.environ.get("MMGEN_NO_PROGRESS")) or not ctx.is_main or not sys.stderr.isatty()
-        return tqdm(total=self.config.steps, initial=start_step, desc="train", unit="step", disable=disable, dynamic_ncols=True)
+        # A bar on a terminal, a log line every 30 s otherwise; `mmgen -q` and the tests turn it off.
+        enabled = not self.quiet and ctx.is_main
+        return progress(total=self.config.steps, initial=start_step, desc="train", unit="step", enabled=enabled)
 
     def _sample(self, run: _Run, sample_fn: Callable[[nn.Module, int], None], step: int) -> None:
         if run.ctx.mode != "fsdp" and not run.ctx.is_main:

@@ -16,8 +16,9 @@ class TaskConfig:
 
     `start_step` (not in MAGVLT, which mixes from the start) keeps the task out of
     the draw before that update: on a small budget, T2I learns where objects go
-    several times sooner alone than mixed 8:1:1 with the text tasks (README), so a
-    recipe can train T2I first and add I2T later.
+    several times sooner alone than mixed 8:1:1 with the text tasks
+    (docs/results/magvlt-training.md, "Multitask slows T2I"), so a recipe can
+    train T2I first and add I2T later.
     """
 
     context: tuple[str, ...] = ()

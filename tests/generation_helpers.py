@@ -162,7 +162,12 @@ class WordTokenizer:
     @property
     def token_space(self) -> TokenSpace:
         return TokenSpace(
-            name=self.modality, vocab_size=len(self.words), shape=(self.length,), variable_length=True, pad_id=0, eos_id=0
+            name=self.modality,
+            vocab_size=len(self.words),
+            shape=(self.length,),
+            variable_length=True,
+            pad_id=0,
+            eos_id=0,
         )
 
     def load_item(self, data: bytes) -> str:

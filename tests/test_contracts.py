@@ -268,6 +268,7 @@ class TestRefiners:
     @pytest.mark.parametrize("entry", entries("refiners"))
     def test_refined_outputs_keep_their_modalities_and_shapes(self, entry):
         refiner = entry.cls.from_config(default_config(entry), **deps_of("refiners"))
+        assert set(refiner.refines) <= set(refiner.modalities) <= set(SPACE.modalities)
         batch = tiny_batch(batch_size=3)
         image, text = batch.modality("image"), batch.modality("text")
         refined = refiner.refine({"image": image}, {"text": text})

@@ -203,7 +203,8 @@ def test_refine_and_rerank_options_are_checked():
         generate_config({"tasks": ["i2t"], "refine": {"i2t": {"use": "caption_refine", "sweeps": 0}}})
     with pytest.raises(ConfigError, match=r"refine given for tasks not run: \['i2t'\]"):
         generate_config({"tasks": ["t2i"], "refine": {"i2t": "caption_refine"}})
-    ok = generate_config({"tasks": ["i2t"], "candidates": {"i2t": 8}, "rerank": {"i2t": "cycle"}, "refine": {"i2t": "caption_refine"}})
+    options = {"candidates": {"i2t": 8}, "rerank": {"i2t": "cycle"}, "refine": {"i2t": "caption_refine"}}
+    ok = generate_config({"tasks": ["i2t"], **options})
     assert ok.rerank["i2t"].config == CycleReranker.Config() and ok.refine["i2t"].config == RefineConfig()
 
 

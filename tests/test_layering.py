@@ -12,10 +12,12 @@ import os
 import shutil
 import subprocess
 import sys
-import tomllib
+
 from pathlib import Path
 
 import pytest
+
+tomllib = pytest.importorskip("tomllib")  # Python 3.11+
 
 ROOT = Path(__file__).resolve().parents[1]
 FOLDERS = {

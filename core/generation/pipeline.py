@@ -45,7 +45,9 @@ class GenerationPipeline:
         batch_size: int = 16,
     ) -> list[Generation]:
         """One Generation per prompt; the same seed, prompts and batch size give the same outputs."""
-        self.check(task, prompts, candidates=candidates, reranker=reranker)
+        self.check(task, prompts, candidates=candidates, reranker=reranker, refiner=refiner)
+        if not prompts:
+            return []
         generator = torch.Generator(device=self.device).manual_seed(seed)
         per_batch = max(1, batch_size // candidates)
         chosen = [
@@ -58,7 +60,9 @@ class GenerationPipeline:
             outputs = self._refine(refiner, inputs, outputs)
         return self._generations(task, prompts, outputs)
 
-    def check(self, task: GenerationTask, prompts: Sequence[Prompt], *, candidates: int, reranker: Any) -> None:
+    def check(
+        self, task: GenerationTask, prompts: Sequence[Prompt], *, candidates: int, reranker: Any, refiner: Any = None
+    ) -> None:
         """Errors a run would meet, found before any sampling."""
         if candidates < 1:
             raise ValueError(f"candidates must be >= 1, got {candidates}")
@@ -70,6 +74,14 @@ class GenerationPipeline:
                 raise ValueError(
                     f"task {task.name!r} has no {sorted(missing)} for the {reranker.name!r} reranker to score"
                     f" (it gives {list(task.needs)} and makes {list(task.makes)})"
+                )
+        if refiner is not None:
+            unmade = set(refiner.refines) - set(task.makes)
+            missing = set(refiner.modalities) - {*task.needs, *task.makes}
+            if unmade or missing:
+                raise ValueError(
+                    f"task {task.name!r} cannot feed the {refiner.name!r} refiner: it refines {list(refiner.refines)}"
+                    f" and reads {list(refiner.modalities)}; the task gives {list(task.needs)} and makes {list(task.makes)}"
                 )
         for modality in (*task.needs, *task.makes):
             if modality not in self.tokenizers:

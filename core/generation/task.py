@@ -59,13 +59,20 @@ class TaskBase:
     makes: tuple[str, ...] = ()
 
     def prompts(self, examples: Sequence[Prompt]) -> list[Prompt]:
-        return [attrs.evolve(e, items={m: e.items[m] for m in self.needs}) for e in examples]
+        return [attrs.evolve(e, items={m: given(e, m, task=self.name) for m in self.needs}) for e in examples]
 
     def describe(self) -> dict[str, Any]:
         return {}
 
     def finish(self, modality: str, items: list[Any]) -> list[Any]:
         return items
+
+
+def given(example: Prompt, modality: str, *, task: str) -> Any:
+    """The example's item of `modality`, or an error that names the task and the example."""
+    if example.items.get(modality) is None:
+        raise ValueError(f"task {task!r} needs a {modality!r} item; example {example.key!r} has none")
+    return example.items[modality]
 
 
 def known(segment: Segment) -> RequestSegment:

@@ -4,7 +4,7 @@ Why: to a freshly initialised transformer, VQ codes are arbitrary ids. On
 Shapes, MAGVLT learns from the caption where objects go within a few hundred
 updates, but with the paper's random N(0, 0.02) embeddings it stays exactly at
 chance on their colour for thousands of updates (p(right colour | object code)
-0.167 after 3,000 updates; README, "Why colour was never learned"). Every
+0.167 after 3,000 updates; docs/results/magvlt-training.md, "Why colour was never learned"). Every
 colour is spread over dozens of codes, and with unrelated random embeddings the
 output head has no shared direction for "red codes" that the caption could
 push along: a symmetric saddle that plain training leaves very slowly.

@@ -25,9 +25,9 @@ never change; EOS is never proposed. A sweep that changes nothing ends the
 search: the next would make the same choices.
 
 On the Shapes run this turns best-of-32 captions with the right words for
-colour and cell but the wrong shape into right ones (README, "I2T: the cycle
-reranker"). Without the prior term the score accepts ungrammatical word salad
-that happens to fit the image codes.
+colour and cell but the wrong shape into right ones (docs/results/shapes.md,
+"I2T: the cycle reranker"). Without the prior term the score accepts
+ungrammatical word salad that happens to fit the image codes.
 """
 
 from __future__ import annotations
@@ -81,6 +81,7 @@ class CaptionRefiner:
         self.text_modality = text_modality
         self.image_modality = image_modality
         self.task = Task(name="i2t", context=(image_modality,), target=(text_modality,))
+        self.modalities, self.refines = (image_modality, text_modality), (text_modality,)
         self.scorer = scorer or CycleReranker(model, image_modality=image_modality, text_modality=text_modality)
         self.eos_id = model.token_space.space(text_modality).eos_id
 

@@ -3,7 +3,7 @@
 MAGVLT reranks I2T candidates with CLIP. One bidirectional model also knows the
 reverse direction, and on Shapes it knows it far better: it draws the shape a
 caption names (T2I shape 0.86) but names the shape it sees only about a third
-of the time (I2T shape 0.36; README, "I2T: the cycle reranker"). So a caption
+of the time (I2T shape 0.36; docs/results/shapes.md, "I2T: the cycle reranker"). So a caption
 is scored by log p(image tokens | caption): the image fully masked behind the
 caption, one forward pass, the log-probability of every true image token
 summed. A caption that misnames a shape, colour, size or cell, or leaves an
@@ -17,7 +17,7 @@ for 2 on a grid: token (r, c) is in set (r + c) mod passes) and predicts each
 set with the others visible, summing over the passes. Each token is then
 scored against its neighbours as well as the caption, a sharper estimate of
 log p(image | caption) at `passes` times the cost; measured on Shapes it puts
-more captions right after refinement (README, "I2T: the cycle reranker").
+more captions right after refinement (docs/results/shapes.md, "I2T: the cycle reranker").
 """
 
 from __future__ import annotations

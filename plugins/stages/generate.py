@@ -49,7 +49,10 @@ class GenerateStage:
         model_stage: str = upstream("train")
 
         def __attrs_post_init__(self) -> None:
-            self.check_tasks([spec.use for spec in self.tasks])
+            names = [spec.use for spec in self.tasks]
+            if len(set(names)) != len(names):
+                raise ValueError(f"each task may be listed once; got {names}")
+            self.check_tasks(names)
 
     def __init__(self, config: Config) -> None:
         self.config = config

@@ -27,6 +27,7 @@ from mmgen.api import (
     TaskBase,
     blank,
     box_mask,
+    given,
     check_box,
     known,
     partial_text,
@@ -169,7 +170,13 @@ class Edit(_RegionTask):
     def prompts(self, examples: Sequence[Prompt]) -> list[Prompt]:
         """Each image edited under the next example's caption."""
         return [
-            attrs.evolve(e, items={self.image: e.items[self.image], self.text: examples[(i + 1) % len(examples)].items[self.text]})
+            attrs.evolve(
+                e,
+                items={
+                    self.image: given(e, self.image, task=self.name),
+                    self.text: given(examples[(i + 1) % len(examples)], self.text, task=self.name),
+                },
+            )
             for i, e in enumerate(examples)
         ]
 
@@ -212,7 +219,13 @@ class Complete(_ImageText):
     def prompts(self, examples: Sequence[Prompt]) -> list[Prompt]:
         """Each image with the first half of its caption's words."""
         return [
-            attrs.evolve(e, items={self.image: e.items[self.image], self.text: half_words(e.items[self.text])})
+            attrs.evolve(
+                e,
+                items={
+                    self.image: given(e, self.image, task=self.name),
+                    self.text: half_words(given(e, self.text, task=self.name)),
+                },
+            )
             for e in examples
         ]
 

@@ -11,7 +11,7 @@
   size). Chosen by measurement (oracle accuracy on reconstructions after a fixed
   number of updates): a 4-dim lookup beat 8 and 16 dims; batch 8 beat batch 32
   at equal time. Quality against training time: benchmarks/vqgan_shapes_quality.py,
-  results in benchmarks/results/ and the README.
+  results in docs/results/tokenizer.md.
 - `f16_16384`: the paper's tokenizer, taming-transformers `vqgan_imagenet_f16_16384`:
   256x256 pixels -> 16x16 tokens, 16,384 codes of dimension 256, z 256,
   ch 128, ch_mult [1, 1, 2, 2, 4], 2 residual blocks, attention at 16x16.

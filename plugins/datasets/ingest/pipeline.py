@@ -9,7 +9,6 @@ uninterrupted run's.
 
 from __future__ import annotations
 
-import os
 from collections import Counter
 from pathlib import Path
 from typing import Any, Iterable
@@ -106,10 +105,10 @@ def settle(candidate: Candidate, *, max_pixels: int) -> tuple[Record | None, lis
 
 
 def progress_bar(total: int | None, description: str, enabled: bool):
-    from tqdm import tqdm
+    """A bar on a terminal, a periodic log line otherwise (mmgen.api.progress)."""
+    from mmgen.api import progress
 
-    disabled = not enabled or bool(os.environ.get("MMGEN_NO_PROGRESS"))
-    return tqdm(total=total, desc=description, unit="item", disable=disabled, dynamic_ncols=True)
+    return progress(total=total, desc=description, unit="item", enabled=enabled)
 
 
 def ingest(
