@@ -90,16 +90,27 @@ def main(ctx: click.Context, verbose: int, quiet: int) -> None:
 @click.option("--set", "overrides", multiple=True, metavar="KEY.PATH=VALUE", help="Override a recipe value.")
 @click.option("--force", is_flag=True, help="Redo every stage even if its artefacts are done.")
 @click.option("--dry-run", is_flag=True, help="Check the recipe and print it resolved; run nothing.")
-def run(recipe: Path, overrides: tuple[str, ...], force: bool, dry_run: bool) -> None:
+@click.option(
+    "--reuse",
+    "reused",
+    multiple=True,
+    metavar="STAGE=DIR",
+    help="Take a finished stage folder from elsewhere (e.g. shipped checkpoints) as that stage's output.",
+)
+def run(recipe: Path, overrides: tuple[str, ...], force: bool, dry_run: bool, reused: tuple[str, ...]) -> None:
     """Run RECIPE: its stages in order, tracked as one MLflow run."""
     import yaml
 
     from .recipe import RecipeError, load_recipe
     from .registry import PluginError
 
+    from .runner import check_reuse
+
     try:
         registry = _registry()
         loaded = load_recipe(recipe, registry=registry, overrides=overrides)
+        reuse = dict(_key_path(text) for text in reused)
+        check_reuse(loaded, reuse)
     except (RecipeError, PluginError) as exc:
         raise click.ClickException(str(exc)) from None
     if dry_run:
@@ -110,18 +121,27 @@ def run(recipe: Path, overrides: tuple[str, ...], force: bool, dry_run: bool) ->
 
     tracker = registry.build(loaded.header.tracker)
     try:
-        results = run_recipe(loaded, registry=registry, force=force, tracker=tracker)
+        results = run_recipe(loaded, registry=registry, force=force, tracker=tracker, reuse=reuse)
     except TrackerUnavailable as exc:
         raise click.ClickException(str(exc)) from None
     for line in run_summary(results, registry=registry, tracker=tracker):
         click.echo(line)
 
 
+def _key_path(text: str) -> tuple[str, Path]:
+    from .recipe import RecipeError
+
+    key, sep, path = text.partition("=")
+    if not sep or not key or not path:
+        raise RecipeError(f"--reuse {text!r}: expected STAGE=DIR")
+    return key, Path(path)
+
+
 def run_summary(results: list, *, registry, tracker) -> list[str]:
     """Seconds per stage, each stage's own summary (metrics, grids), and where the tracked run is."""
     lines = ["", "stage        seconds  folder"]
     for result in results:
-        state = "cached" if result.cached else f"{result.seconds:.1f}"
+        state = "reused" if result.reused else "cached" if result.cached else f"{result.seconds:.1f}"
         lines.append(f"{result.key:<12} {state:>7}  {result.out_dir}")
     lines.append(f"{'total':<12} {sum(r.seconds for r in results if not r.cached):>7.1f}")
     for result in results:

@@ -18,14 +18,14 @@ import logging
 import shutil
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Mapping
 
 import attrs
 import yaml
 
 from . import stage_folder
 from .config import declared_inputs, to_data
-from .recipe import Recipe
+from .recipe import Recipe, RecipeError
 from .stage import StageContext, StageInputs
 
 log = logging.getLogger(__name__)
@@ -40,6 +40,7 @@ class StageResult:
     out_dir: Path
     cached: bool
     seconds: float
+    reused: bool = False
 
 
 def stage_hash(use: str, config_data: Any, upstream: str, *, version: str = "") -> str:
@@ -74,8 +75,36 @@ def flatten(data: Any, prefix: str = "") -> dict[str, str]:
     return {prefix: json.dumps(data) if isinstance(data, list) else str(data)}
 
 
-def run_recipe(recipe: Recipe, *, registry: Any, force: bool = False, tracker: Any = None) -> list[StageResult]:
-    """Run every stage; returns what each did. The tracker run spans the whole recipe."""
+def check_reuse(recipe: Recipe, reuse: Mapping[str, Path]) -> None:
+    """Each reused folder is a finished folder of the same stage plugin as the recipe's stage of that key."""
+    uses = {entry.key: entry.spec.use for entry in recipe.stages}
+    for key, folder in reuse.items():
+        if key not in uses:
+            raise RecipeError(f"--reuse {key}={folder}: the recipe has no stage {key!r} (stages: {', '.join(uses)})")
+        try:
+            done = stage_folder.read_done(folder)
+        except FileNotFoundError as exc:
+            raise RecipeError(f"--reuse {key}={folder}: {exc}") from None
+        if done["use"] != uses[key]:
+            raise RecipeError(f"--reuse {key}={folder}: made by stage {done['use']!r}, the recipe's {key!r} is {uses[key]!r}")
+
+
+def run_recipe(
+    recipe: Recipe,
+    *,
+    registry: Any,
+    force: bool = False,
+    tracker: Any = None,
+    reuse: Mapping[str, Path] | None = None,
+) -> list[StageResult]:
+    """Run every stage; returns what each did. The tracker run spans the whole recipe.
+
+    `reuse` maps stage keys to finished folders made elsewhere (shipped
+    checkpoints, another workdir): those stages do not run, their folders are
+    their outputs, and their own hashes key everything downstream.
+    """
+    reuse = {key: Path(folder) for key, folder in (reuse or {}).items()}
+    check_reuse(recipe, reuse)
     tracker = tracker or registry.build(recipe.header.tracker)
     resolved = recipe.to_data()
     tracker.start(run_name=recipe.name, tags={"mmgen.recipe": recipe.name})
@@ -83,7 +112,7 @@ def run_recipe(recipe: Recipe, *, registry: Any, force: bool = False, tracker: A
     try:
         tracker.log_params(flatten({k: v for k, v in resolved.items() if k != "tracker"}))
         tracker.log_text(yaml.safe_dump(resolved, sort_keys=False), file_name="recipe.yaml")
-        results = _run_stages(recipe, registry=registry, tracker=tracker, force=force)
+        results = _run_stages(recipe, registry=registry, tracker=tracker, force=force, reuse=reuse)
         status = "FINISHED"
         return results
     except KeyboardInterrupt:
@@ -93,7 +122,9 @@ def run_recipe(recipe: Recipe, *, registry: Any, force: bool = False, tracker: A
         tracker.end(status=status)
 
 
-def _run_stages(recipe: Recipe, *, registry: Any, tracker: Any, force: bool) -> list[StageResult]:
+def _run_stages(
+    recipe: Recipe, *, registry: Any, tracker: Any, force: bool, reuse: Mapping[str, Path]
+) -> list[StageResult]:
     device = resolve_device(recipe.header.device)
     artefacts: dict[str, Path] = {}
     uses: dict[str, str] = {}
@@ -103,9 +134,13 @@ def _run_stages(recipe: Recipe, *, registry: Any, tracker: Any, force: bool) -> 
         digest = stage_hash(
             entry.spec.use, to_data(entry.spec.config), upstream, version=provider_version(registry, entry.spec)
         )
-        upstream = digest
         out_dir = stage_folder.folder(recipe.header.workdir, entry.key, digest)
-        if force and out_dir.exists():
+        if entry.key in reuse:
+            out_dir = reuse[entry.key]
+            digest = stage_folder.read_done(out_dir)["hash"]
+            log.info("stage %s: reusing %s", entry.key, out_dir)
+        upstream = digest
+        if force and out_dir.exists() and entry.key not in reuse:
             shutil.rmtree(out_dir)
         start = time.perf_counter()
         cached = stage_folder.is_done(out_dir)
@@ -147,6 +182,7 @@ def _run_stages(recipe: Recipe, *, registry: Any, tracker: Any, force: bool) -> 
                 out_dir=out_dir,
                 cached=cached,
                 seconds=time.perf_counter() - start,
+                reused=entry.key in reuse,
             )
         )
     return results

@@ -86,7 +86,7 @@ def test_the_contract_tests_cover_the_installed_components(site):
     # Registering is enough to be tested: tests/test_contracts.py parametrises over the registry.
     selected = "linear_schedule or distinct_outputs"
     result = subprocess.run(
-        [sys.executable, "-m", "pytest", "-q", "-p", "no:randomly", "tests/test_contracts.py", "-k", selected],
+        [sys.executable, "-m", "pytest", "-q", "tests/test_contracts.py", "-k", selected],
         env=installed_env(site),
         cwd=ROOT,
         capture_output=True,
@@ -153,7 +153,7 @@ def test_each_step_leaves_the_linear_share_masked_per_row():
     model = FakeModel(spaces(image_shape=(4, 4)), {"image": uniform_over([8] * 16, 8), "text": uniform_over([2] * 6, 10)})
     known = torch.zeros(2, 16, dtype=torch.bool)
     known[1, :10] = True  # row 1: 6 unknown tokens
-    out = run(LinearScheduleSampler(steps=4), model, prompt(2), segment("image", torch.zeros(2, 16), known=known, target=True))
+    out = run(LinearScheduleSampler(steps=4), model, prompt(2), segment("image", torch.zeros(2, 16, dtype=torch.long), known=known, target=True))
     # Row 0 (16 unknown): 16, 12, 8, 4 still masked when each step starts; row 1 (6): 6, ceil(4.5), 3, ceil(1.5).
     assert masked_counts(model, "image") == [[16, 6], [12, 5], [8, 3], [4, 2]]
     assert out.segments[0].tokens.shape == (2, 16)
@@ -250,8 +250,8 @@ def test_targets_are_generated_in_request_order_each_seeing_the_ones_before():
 def test_options_are_checked_with_the_yaml_path():
     with pytest.raises(ConfigError, match=r"sampler: steps must be > 0, got 0"):
         structure_attrs(LinearScheduleSampler.Config, {"steps": 0}, path="sampler")
-    with pytest.raises(ConfigError, match=r"sampler.noise: unknown option .*did you mean 'choice_noise'"):
-        structure_attrs(LinearScheduleSampler.Config, {"noise": 1.0}, path="sampler")
+    with pytest.raises(ConfigError, match=r"sampler.choise_noise: unknown option .*did you mean 'choice_noise'"):
+        structure_attrs(LinearScheduleSampler.Config, {"choise_noise": 1.0}, path="sampler")
 
 
 # ---- the metric on hand-made generations --------------------------------------------------

@@ -156,3 +156,27 @@ def test_a_stage_is_found_by_its_plugin_name_too(recipe_file):
     ToyStage.runs.clear()
     results = run_recipe(load_recipe(recipe_file, registry=REGISTRY, overrides=["second.reads=toy_stage"]), registry=REGISTRY)
     assert ToyStage.runs[1][2] == {"toy_stage": results[0].out_dir}
+
+
+def test_a_stage_reused_from_elsewhere_does_not_run_and_keys_what_follows(recipe_file, tmp_path):
+    ToyStage.runs.clear()
+    elsewhere = run_recipe(load_recipe(recipe_file, registry=REGISTRY, overrides=["first.value=9", f"workdir={tmp_path / 'other'}"]), registry=REGISTRY)
+    recipe = load_recipe(recipe_file, registry=REGISTRY)
+    results = run_recipe(recipe, registry=REGISTRY, reuse={"first": elsewhere[0].out_dir})
+    assert [r.reused for r in results] == [True, False] and results[0].out_dir == elsewhere[0].out_dir
+    assert ToyStage.runs[-1][2] == {"first": elsewhere[0].out_dir}  # the second stage reads the reused folder
+    plain = run_recipe(recipe, registry=REGISTRY)
+    assert plain[1].out_dir != results[1].out_dir  # downstream is keyed by the reused folder's own hash
+
+
+def test_reuse_is_checked_before_any_work(recipe_file, tmp_path):
+    from mmgen.runner import check_reuse
+
+    recipe = load_recipe(recipe_file, registry=REGISTRY)
+    with pytest.raises(RecipeError, match=r"--reuse third=.*: the recipe has no stage 'third' \(stages: first, second\)"):
+        check_reuse(recipe, {"third": tmp_path})
+    with pytest.raises(RecipeError, match=r"--reuse first=.*is not a finished stage folder"):
+        check_reuse(recipe, {"first": tmp_path})
+    (tmp_path / "DONE.json").write_text('{"use": "train", "hash": "x"}')
+    with pytest.raises(RecipeError, match=r"made by stage 'train', the recipe's 'first' is 'toy_stage'"):
+        check_reuse(recipe, {"first": tmp_path})
