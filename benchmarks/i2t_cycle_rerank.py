@@ -8,9 +8,9 @@ candidates, in one process:
   (the most any reranker can reach);
 - `clip`: CLIP's pick (MAGVLT's reranker);
 - `cycle, N pass(es)`: the pick by log p(image | caption) under the model
-  itself (plugins/generation/cycle_score.py), the image masked whole (1 pass)
+  itself (plugins/rerankers/cycle.py), the image masked whole (1 pass)
   or as two checkerboard halves (2 passes);
-- refinement (plugins/generation/caption_refine.py) of the cycle pick, for the
+- refinement (plugins/refiners/caption_refine.py) of the cycle pick, for the
   settings in REFINEMENTS: one-word moves only or also word pairs, one or two
   passes, the recipe's earlier and current settings among them.
 
@@ -29,46 +29,53 @@ import json
 import os
 import time
 from pathlib import Path
+from typing import ClassVar, Mapping
 
 import torch
+
+from generation_run import read_records, stage_folder, task_prompts
 
 from mmgen.atomic import atomic_write_text
 from mmgen.batch import Segment
 from mmgen.config import structure_spec
+from mmgen.generation.pipeline import GenerationPipeline, best_in_groups
 from mmgen.plugins.clip.model import load_clip
-from mmgen.plugins.clip.reranker import ClipReranker, best_in_groups
+from mmgen.plugins.clip.reranker import ClipReranker
 from mmgen.plugins.datasets.shapes.accuracy import i2t_correct
-from mmgen.plugins.generation.artefacts import latest_artefact, load_for_generation
-from mmgen.plugins.generation.caption_refine import CaptionRefiner
-from mmgen.plugins.generation.cycle_score import CycleReranker
-from mmgen.plugins.generation.prompts import prompts_from_records
-from mmgen.plugins.generation.refine_config import RefineConfig
-from mmgen.plugins.generation.stages import read_records
-from mmgen.plugins.generation.tasks import TaskRunner
-from mmgen.plugins.generation.text_cleanup import clean_caption
+from mmgen.plugins.models.saved import load_trained_model
+from mmgen.plugins.refiners.caption_refine import CaptionRefiner
+from mmgen.plugins.refiners.refine_config import RefineConfig
+from mmgen.plugins.rerankers.cycle import CycleReranker
+from mmgen.plugins.tasks.builtin import ImageToText
+from mmgen.plugins.tasks.text_cleanup import clean_caption
 from mmgen.recipe import read_yaml
 from mmgen.registry import load_registry
+from mmgen.tokenizers.saved import load_saved_tokenizers
 
 
 class Recorder:
-    """A reranker that keeps every candidate it is shown (and picks the first)."""
+    """A reranker that keeps every candidate it is shown (and picks the first: all score the same)."""
+
+    name: ClassVar[str] = "recorder"
+    modalities = ("image", "text")
 
     def __init__(self) -> None:
         self.images: list[Segment] = []
         self.texts: list[Segment] = []
 
-    def best(self, image: Segment, text: Segment, *, candidates: int) -> torch.Tensor:
+    def scores(self, segments: Mapping[str, Segment]) -> torch.Tensor:
+        image, text = (segments[m] for m in self.modalities)
         self.images.append(image)
         self.texts.append(text)
-        return torch.arange(0, image.batch_size, candidates)
+        return torch.zeros(image.batch_size, device=image.tokens.device)  # best_in_groups keeps the first on ties
 
 
-# name: (cycle score passes, refinement options)
+# name: refinement options, `passes` naming the cycle score (and so the cycle pick) it climbs
 REFINEMENTS = {
-    "1 pass, one-word moves, 2 sweeps (shapes.yaml before)": (1, RefineConfig(sweeps=2, pair_distances=())),
-    "1 pass, words and word pairs, <= 4 sweeps": (1, RefineConfig()),
-    "2 passes, one-word moves, <= 4 sweeps": (2, RefineConfig(pair_distances=())),
-    "2 passes, words and word pairs, <= 4 sweeps": (2, RefineConfig()),
+    "1 pass, one-word moves, 2 sweeps (shapes.yaml before)": RefineConfig(passes=1, sweeps=2, pair_distances=()),
+    "1 pass, words and word pairs, <= 4 sweeps": RefineConfig(passes=1),
+    "2 passes, one-word moves, <= 4 sweeps": RefineConfig(passes=2, pair_distances=()),
+    "2 passes, words and word pairs, <= 4 sweeps": RefineConfig(passes=2),
 }
 
 
@@ -99,25 +106,25 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     registry = load_registry()
     names = ("data", "tokenizers", "train", "clip")
-    stage = {name: getattr(args, name) or latest_artefact(args.run, name) for name in names}
-    loaded = load_for_generation(
-        tokenizers_dir=stage["tokenizers"], model_dir=stage["train"], clip_dir=None, registry=registry
-    )
+    stage = {name: stage_folder(getattr(args, name), args.run, name) for name in names}
+    tokenizers = load_saved_tokenizers(stage["tokenizers"], registry)
+    model = load_trained_model(stage["train"], registry)
     sampler_data = read_yaml(args.recipe)["stages"]["generate"]["sampler"]
     sampler = registry.build(structure_spec("samplers", sampler_data, path="sampler", registry=registry))
     recorder = Recorder()
-    runner = TaskRunner(model=loaded.model, tokenizers=loaded.tokenizers, sampler=sampler, reranker=recorder)
+    pipeline = GenerationPipeline(model=model, tokenizers=tokenizers, sampler=sampler)
+    task = ImageToText()
     records = read_records(stage["data"], "test", limit=args.prompts)
-    prompts = prompts_from_records("i2t", records, image_tokenizer=loaded.tokenizers["image"])
+    prompts = task_prompts(task, records, tokenizers)
     start = time.perf_counter()
-    runner.run("i2t", prompts, candidates=args.candidates, seed=0, batch_size=64)
+    pipeline.run(task, prompts, candidates=args.candidates, reranker=recorder, seed=0, batch_size=64)
     seconds = {"sample": time.perf_counter() - start}
     image, text = joined(recorder.images), joined(recorder.texts)
     references = [p.reference for p in prompts]
     two = torch.tensor([len(r["objects"]) == 2 for r in references])
 
     def right(captions: Segment, rows_per_image: int) -> torch.Tensor:
-        texts = [clean_caption(t) for t in loaded.tokenizers["text"].decode(captions)]
+        texts = [clean_caption(t) for t in tokenizers["text"].decode(captions)]
         refs = [r for r in references for _ in range(rows_per_image)]
         return torch.tensor([bool(i2t_correct(t, r).correct) for t, r in zip(texts, refs)]).view(-1, rows_per_image)
 
@@ -129,20 +136,20 @@ def main() -> None:
     rows: dict[str, dict[str, float]] = {f"any@{args.candidates}": shares(candidates_right.any(1))}
     rerankers = {
         "clip": ClipReranker(load_clip(stage["clip"])),
-        cycle_name(1): CycleReranker(loaded.model, passes=1),
-        cycle_name(2): CycleReranker(loaded.model, passes=2),
+        cycle_name(1): CycleReranker(model, passes=1),
+        cycle_name(2): CycleReranker(model, passes=2),
     }
     picks = {}
     for name, reranker in rerankers.items():
         start = time.perf_counter()
-        picks[name] = best_in_groups(reranker.scores(image, text), candidates=args.candidates)
+        picks[name] = best_in_groups(reranker.pair_scores(image, text), candidates=args.candidates)
         seconds[name] = time.perf_counter() - start
         rows[name] = shares(right(text.select(picks[name]), 1)[:, 0])
-    for name, (passes, config) in REFINEMENTS.items():
-        pick = picks[cycle_name(passes)]
-        refiner = CaptionRefiner(loaded.model, config=config, scorer=rerankers[cycle_name(passes)])
+    for name, config in REFINEMENTS.items():
+        pick = picks[cycle_name(config.passes)]
+        refiner = CaptionRefiner(model, config=config, scorer=rerankers[cycle_name(config.passes)])
         start = time.perf_counter()
-        refined = refiner.refine(image.select(pick), text.select(pick))
+        refined = refiner.refine_captions(image.select(pick), text.select(pick))
         seconds[name] = time.perf_counter() - start
         rows[name] = shares(right(refined, 1)[:, 0])
     result = {

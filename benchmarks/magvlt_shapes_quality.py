@@ -22,20 +22,20 @@ import platform
 import time
 from pathlib import Path
 
-import attrs
 import torch
 
 from conditioning_probe import conditioning_probe
+from generation_run import read_records, task_prompts
 
 from mmgen.atomic import atomic_write_text
 from mmgen.config import to_data
+from mmgen.generation.options import GenerateOptions, build_sampler
+from mmgen.generation.pipeline import GenerationPipeline
+from mmgen.guidance import GuidanceOptions
+from mmgen.plugins.datasets.cache_stage import TokenCache
 from mmgen.plugins.datasets.shapes.metric import ShapesAccuracy
-from mmgen.plugins.datasets.token_cache import TokenCacheDataset
-from mmgen.plugins.generation.guidance import GuidanceOptions
-from mmgen.plugins.generation.prompts import prompts_from_records
-from mmgen.plugins.generation.stages import read_records
-from mmgen.plugins.generation.tasks import TaskRunner
-from mmgen.plugins.stages.train_model import TRAIN_SPLIT_FILE, build_training, default_sampler
+from mmgen.plugins.stages.train_model import TRAIN_SPLIT, build_training
+from mmgen.plugins.tasks.builtin import ImageToText, TextToImage
 from mmgen.recipe import apply_overrides, read_yaml, structure_recipe
 from mmgen.registry import load_registry
 from mmgen.runner import run_recipe
@@ -63,31 +63,32 @@ class Evaluation:
     """T2I and I2T on fixed held-out prompts, judged by the Shapes oracles."""
 
     def __init__(
-        self, *, folders: dict[str, Path], tokenizers, registry, prompts: int, seed: int, guidance: float = 0.0
+        self, *, folders: dict[str, Path], tokenizers, model, registry, prompts: int, seed: int, guidance: float = 0.0
     ) -> None:
         records = read_records(folders["data"], "test", limit=prompts)
         # The same held-out pairs, as cached tokens, for the teacher-forced probe.
-        test = TokenCacheDataset(folders["cache"] / "test.lmdb", seed=seed, tokenizers=tokenizers)
+        test = TokenCache(folders["cache"]).split("test", seed=seed, tokenizers=tokenizers)
         self.probe_batch = test.collate(test.__getitems__(list(range(min(prompts, len(test))))))
-        image_tokenizer = tokenizers["image"]
-        self.prompts = {task: prompts_from_records(task, records, image_tokenizer=image_tokenizer) for task in ("t2i", "i2t")}
+        self.tasks = {"t2i": TextToImage(), "i2t": ImageToText()}
+        self.prompts = {name: task_prompts(task, records, tokenizers) for name, task in self.tasks.items()}
         self.tokenizers = tokenizers
-        self.sampler = default_sampler(registry)
+        # The model's default sampler (maskgit) with its default options, as the train stage samples.
+        self.sampler = build_sampler(GenerateOptions(), model=model, registry=registry)
         self.guided = MaskGitSampler(fixed=FixedLengthOptions(guidance=GuidanceOptions(scale=guidance))) if guidance else None
         self.metric = ShapesAccuracy()
         self.seed = seed
 
     def __call__(self, model) -> dict[str, float]:
-        runner = TaskRunner(model=model, tokenizers=self.tokenizers, sampler=self.sampler)
+        pipeline = GenerationPipeline(model=model, tokenizers=self.tokenizers, sampler=self.sampler, show_progress=False)
         generations = []
-        for task, prompts in self.prompts.items():
-            generations += runner.run(task, prompts, seed=self.seed, batch_size=64)
+        for name, task in self.tasks.items():
+            generations += pipeline.run(task, self.prompts[name], seed=self.seed, batch_size=64)
         for generation in [g for g in generations if g.task == "i2t"][:3]:
             print(f"  i2t {generation.key}: {generation.outputs['text']!r}", flush=True)
         metrics = {**self.metric.compute(generations), **conditioning_probe(model, self.probe_batch)}
         if self.guided is not None:
-            guided = TaskRunner(model=model, tokenizers=self.tokenizers, sampler=self.guided)
-            t2i = self.metric.compute(guided.run("t2i", self.prompts["t2i"], seed=self.seed, batch_size=64))
+            guided = GenerationPipeline(model=model, tokenizers=self.tokenizers, sampler=self.guided, show_progress=False)
+            t2i = self.metric.compute(guided.run(self.tasks["t2i"], self.prompts["t2i"], seed=self.seed, batch_size=64))
             metrics.update({k.replace("t2i/", "t2i_guided/", 1): v for k, v in t2i.items() if k.startswith("t2i/")})
         return metrics
 
@@ -111,8 +112,8 @@ def main() -> None:
     train_spec = next(entry.spec for entry in recipe.stages if entry.key == "train")
     config = train_spec.config
     tokenizers = load_saved_tokenizers(folders["tokenizers"], registry)
-    dataset = TokenCacheDataset(
-        folders["cache"] / TRAIN_SPLIT_FILE,
+    dataset = TokenCache(folders["cache"]).split(
+        TRAIN_SPLIT,
         seed=config.trainer.seed,
         tokenizers=tokenizers,
         caption_weights=config.caption_weights,
@@ -129,6 +130,7 @@ def main() -> None:
     evaluate = Evaluation(
         folders=folders,
         tokenizers=tokenizers,
+        model=training.model,
         registry=registry,
         prompts=args.prompts,
         seed=recipe.header.seed,

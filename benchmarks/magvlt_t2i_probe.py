@@ -11,8 +11,8 @@ for two-object captions, on the right object?). `--caption-weights 1 0 0 0 0`
 trains on each record's first caption only (Shapes: the `full` template),
 as the train stage's `caption_weights` does; the probes read the same val
 pairs either way.
-Minutes per run, so training choices (class balance, code embedding init,
-width, depth, learning rate, batch) can be compared long before any
+Minutes per run, so training choices (code embedding init, width, depth,
+learning rate, batch, caption weights) can be compared long before any
 generation is right.
 
 `--synthetic` replaces each image token p with the caption's token p mod 6: a
@@ -33,6 +33,7 @@ import attrs
 import torch
 
 from conditioning_probe import conditioning_probe
+from generation_run import read_records
 from magvlt_shapes_quality import prepare
 from shapes_colour_probe import code_colour_table, colour_probe, colour_probe_inputs
 
@@ -42,7 +43,6 @@ from mmgen.objectives.mask import MaskPrediction
 from mmgen.objectives.tasks import TaskConfig, TaskDraw
 from mmgen.objectives.training_loss import TrainingLoss
 from mmgen.plugins.datasets.token_cache import TokenCacheDataset
-from mmgen.plugins.generation.stages import read_records
 from mmgen.plugins.models.magvlt import MagvltModel
 from mmgen.plugins.models.presets import Architecture
 from mmgen.plugins.stages.train_model import joint_space

@@ -24,12 +24,12 @@ from pathlib import Path
 import torch
 import yaml
 
+from generation_run import build_task, read_records, task_prompts
+
 from mmgen.atomic import atomic_write_text
 from mmgen.config import structure_attrs, to_data
+from mmgen.generation.pipeline import GenerationPipeline
 from mmgen.plugins.datasets.shapes.metric import ShapesAccuracy
-from mmgen.plugins.generation.prompts import prompts_from_records
-from mmgen.plugins.generation.stages import read_records
-from mmgen.plugins.generation.tasks import TaskRunner
 from mmgen.plugins.models.saved import load_trained_model
 from mmgen.registry import load_registry
 from mmgen.samplers.maskgit import MaskGitSampler
@@ -60,15 +60,16 @@ def main() -> None:
     registry = load_registry()
     tokenizers = load_saved_tokenizers(args.tokenizers, registry)
     model = load_trained_model(args.model, registry).eval()
+    task = build_task(args.task, registry)
     records = read_records(args.data, "test", limit=args.prompts)
-    prompts = prompts_from_records(args.task, records, image_tokenizer=tokenizers["image"])
+    prompts = task_prompts(task, records, tokenizers)
     metric = ShapesAccuracy()
     rows = []
     for text in ["{}", *args.variant]:
         config = variant_config(text)
-        runner = TaskRunner(model=model, tokenizers=tokenizers, sampler=MaskGitSampler.from_config(config))
+        pipeline = GenerationPipeline(model=model, tokenizers=tokenizers, sampler=MaskGitSampler.from_config(config))
         started = time.perf_counter()
-        generations = runner.run(args.task, prompts, seed=args.seed, batch_size=64)
+        generations = pipeline.run(task, prompts, seed=args.seed, batch_size=64)
         seconds = time.perf_counter() - started
         prefix = f"{args.task}/"
         scores = {k.removeprefix(prefix): v for k, v in metric.compute(generations).items() if k.startswith(prefix)}

@@ -1,4 +1,4 @@
-"""The one training loop for every trainable component (VQ-GAN, MAGVLT, ARGVLT, CLIP).
+"""The one training loop for every trainable component (VQ-GAN, MAGVLT, CLIP, and any plugin's).
 
 An objective supplies `loss_fn(module, batch, step, generator) -> ObjectiveOutput`;
 the trainer owns everything else: AdamW with warm-up + cosine decay, gradient

@@ -13,15 +13,15 @@ from PIL import Image
 from generation_helpers import FakeModel, GridImageTokenizer, WordTokenizer, uniform_over
 from generation_helpers import one_thread  # noqa: F401 (an autouse fixture)
 from mmgen.batch import Generation, Record, Segment
+from mmgen.generation.pipeline import GenerationPipeline, best_in_groups
+from mmgen.generation.task import Prompt
 from mmgen.plugins.clip.loss import contrastive_loss, retrieval_accuracy
 from mmgen.plugins.clip.metric import ClipScore
 from mmgen.plugins.clip.model import ClipModel, ClipSizes, load_clip, save_clip
 from mmgen.plugins.clip.reranker import ClipReranker
-from mmgen.generation.pipeline import GenerationPipeline, best_in_groups
-from mmgen.generation.task import Prompt
 from mmgen.plugins.tasks.builtin import TextToImage
-from mmgen.stage import StageInputs
 from mmgen.samplers.maskgit import FixedLengthOptions, MaskGitSampler
+from mmgen.stage import StageInputs
 from mmgen.token_space import JointTokenSpace
 
 WORDS = ("red", "green", "blue", "yellow", "circle", "square")

@@ -14,7 +14,7 @@ import hashlib
 import io
 import json
 from pathlib import Path
-from typing import Any, Callable, ClassVar, Iterable, Iterator, Sequence
+from typing import Any, Callable, ClassVar, Iterable, Sequence
 
 import attrs
 

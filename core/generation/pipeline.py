@@ -15,6 +15,7 @@ from typing import Any, Mapping, Sequence
 import torch
 
 from ..batch import Generation, Segment
+from ..progress import progress
 from .task import GenerationTask, Prompt
 
 REFINE_ROWS = 256  # rows refined per call: they share forward passes, and memory stays bounded
@@ -24,12 +25,19 @@ class GenerationPipeline:
     """Runs generation tasks with one model (put in eval mode), its tokenizers (by modality) and a sampler."""
 
     def __init__(
-        self, *, model: Any, tokenizers: Mapping[str, Any], sampler: Any, device: str | torch.device = "cpu"
+        self,
+        *,
+        model: Any,
+        tokenizers: Mapping[str, Any],
+        sampler: Any,
+        device: str | torch.device = "cpu",
+        show_progress: bool = True,
     ) -> None:
         self.model = model
         self.tokenizers = tokenizers
         self.sampler = sampler
         self.device = torch.device(device)
+        self.show_progress = show_progress
         if hasattr(model, "eval"):
             model.eval()
 
@@ -50,10 +58,12 @@ class GenerationPipeline:
             return []
         generator = torch.Generator(device=self.device).manual_seed(seed)
         per_batch = max(1, batch_size // candidates)
-        chosen = [
-            self._sample(task, prompts[start : start + per_batch], candidates, reranker, generator=generator)
-            for start in range(0, len(prompts), per_batch)
-        ]
+        chosen = []
+        with progress(total=len(prompts), desc=f"generate {task.name}", unit="prompt", enabled=self.show_progress) as bar:
+            for start in range(0, len(prompts), per_batch):
+                batch = prompts[start : start + per_batch]
+                chosen.append(self._sample(task, batch, candidates, reranker, generator=generator))
+                bar.update(len(batch))
         inputs = _concat([c[0] for c in chosen])
         outputs = _concat([c[1] for c in chosen])
         if refiner is not None:
@@ -117,9 +127,11 @@ class GenerationPipeline:
         """Every prompt's chosen outputs, REFINE_ROWS at a time: the refiner's passes batch across prompts."""
         rows = next(iter(outputs.values())).batch_size
         parts = []
-        for start in range(0, rows, REFINE_ROWS):
-            window = slice(start, start + REFINE_ROWS)
-            parts.append(refiner.refine(_select(inputs, window), _select(outputs, window)))
+        with progress(total=rows, desc=f"refine ({refiner.name})", unit="row", enabled=self.show_progress) as bar:
+            for start in range(0, rows, REFINE_ROWS):
+                window = slice(start, start + REFINE_ROWS)
+                parts.append(refiner.refine(_select(inputs, window), _select(outputs, window)))
+                bar.update(min(REFINE_ROWS, rows - start))
         return _concat(parts)
 
     def _encode(self, task: GenerationTask, rows: Sequence[Prompt]) -> dict[str, Segment]:

@@ -68,7 +68,9 @@ class TrainingSamples:
     def generate(self, model: Any) -> dict[str, list[Any]]:
         """Each task's generations, in one batch; the same weights give the same samples."""
         device = next(model.parameters()).device
-        pipeline = GenerationPipeline(model=model, tokenizers=self.tokenizers, sampler=self.sampler, device=device)
+        pipeline = GenerationPipeline(
+            model=model, tokenizers=self.tokenizers, sampler=self.sampler, device=device, show_progress=False
+        )
         made = {}
         for task in self.tasks:
             prompts = self.prompts[task.name]

@@ -1,0 +1,42 @@
+"""What the generation benchmarks share: held-out records and prompts, tasks and stage folders.
+
+Generation runs through the core pipeline (`mmgen.generation.pipeline.
+GenerationPipeline`) with task plugins (plugins/tasks/builtin.py); prompts are
+built the way the `generate` stage builds them (plugins/stages/generate.py):
+each record's item and first caption, its meta as the reference.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Mapping, Sequence
+
+from mmgen.batch import Record
+from mmgen.config import structure_spec
+from mmgen.generation.task import GenerationTask, Prompt
+from mmgen.plugins.datasets.data_stage import DataSplits
+from mmgen.plugins.stages.generate import example
+from mmgen.stage_folder import newest_finished
+
+CAPTION_MODALITY = "text"
+
+
+def read_records(data_dir: Path, split: str, *, limit: int) -> list[Record]:
+    """The first `limit` records of `split` in a data stage folder (`<data>/<split>.lmdb`)."""
+    store = DataSplits(Path(data_dir)).records(split)
+    return [store[index] for index in range(min(limit, len(store)))]
+
+
+def build_task(name: str, registry: Any) -> GenerationTask:
+    """The registered generation task called `name` ("t2i", "i2t", ...) with its default options."""
+    return registry.build(structure_spec("tasks", name, path="task", registry=registry))
+
+
+def task_prompts(task: GenerationTask, records: Sequence[Record], tokenizers: Mapping[str, Any]) -> list[Prompt]:
+    """One prompt of `task` per record, as the generate stage makes them from held-out records."""
+    return task.prompts([example(record, tokenizers, caption_modality=CAPTION_MODALITY) for record in records])
+
+
+def stage_folder(given: Path | None, workdir: Path, key: str) -> Path:
+    """`given`, or the newest finished `<workdir>/artefacts/<key>-<hash>` folder."""
+    return Path(given) if given is not None else newest_finished(workdir, key)
