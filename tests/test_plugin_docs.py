@@ -179,6 +179,10 @@ def test_every_protocol_and_its_members_are_documented():
     assert missing_members(GUIDE_TEXT) == []
 
 
+def test_every_name_of_the_api_is_listed():
+    assert [name for name in api.__all__ if not named(GUIDE_TEXT, name)] == []
+
+
 def test_every_python_block_compiles_and_imports_only_the_api():
     assert len(PYTHON_BLOCK.findall(GUIDE_TEXT)) >= len(KIND_PROTOCOLS)
     assert bad_code(GUIDE_TEXT) == []
@@ -251,7 +255,8 @@ def examples(tmp_path_factory) -> tuple[Path, list[str]]:
 
 
 def examples_env(folder: Path, modules: list[str]) -> dict[str, str]:
-    return {**os.environ, "MMGEN_PLUGINS": ",".join(modules), "PYTHONPATH": str(folder), "MMGEN_STRICT_PLUGINS": "1"}
+    env = {**os.environ, "MMGEN_PLUGINS": ",".join(modules), "PYTHONPATH": str(folder), "MMGEN_STRICT_PLUGINS": "1"}
+    return {**env, "OMP_NUM_THREADS": "1"}  # one torch thread, as tests/conftest.py sets for this process
 
 
 def registered_by_examples(folder: Path, modules: list[str]) -> dict[str, list[str]]:

@@ -160,9 +160,8 @@ def predict_lengths(model: Any, context: list[Part], target: RequestSegment) -> 
     """Each row's length from the length head on the target's BEGIN token (class k means length k + 1).
 
     The target is fully masked and its BEGIN query sees only what precedes it
-    (`predict_length=True`), as when the head was trained. The length is at
-    least one past the last known token plus one, so known tokens survive and
-    there is room for a new token and the end-of-text.
+    (`predict_length=True`), as when the head was trained. A row's length
+    keeps every known token and leaves room for one new token and the end-of-text.
     """
     if not callable(getattr(model, "length_logits", None)):
         raise TypeError(f"model {type(model).__name__} has no length head; give the {target.modality!r} target lengths")
