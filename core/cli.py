@@ -7,6 +7,7 @@ stays fast and works even when a plugin is broken.
 from __future__ import annotations
 
 import logging
+import os
 import sys
 from pathlib import Path
 
@@ -36,15 +37,23 @@ class PluginGroup(click.Group):
         if self._loaded:
             return
         self._loaded = True
-        from .registry import PluginError, load_plugins
+        from .registry import TRACE_ENV, PluginError, is_strict, load_plugins
 
+        if os.environ.get(TRACE_ENV):  # commands load before `main` sets up logging
+            logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
         try:
             manager, _, _ = load_plugins()
         except PluginError as exc:
             click.echo(f"warning: plugins not loaded: {exc}", err=True)
             return
-        # Failures are reported by the command that loads the full registry.
-        manager.hook.register_commands(cli=self)
+        # One plugin's broken command must not take `mmgen --help` and every other command down.
+        for impl in manager.hook.register_commands.get_hookimpls():
+            try:
+                impl.function(cli=self)
+            except Exception as exc:
+                if is_strict():
+                    raise
+                click.echo(f"warning: plugin {impl.plugin_name} added no commands: {type(exc).__name__}: {exc}", err=True)
 
     def list_commands(self, ctx: click.Context) -> list[str]:
         self._load_plugin_commands()
@@ -139,11 +148,12 @@ def _key_path(text: str) -> tuple[str, Path]:
 
 def run_summary(results: list, *, registry, tracker) -> list[str]:
     """Seconds per stage, each stage's own summary (metrics, grids), and where the tracked run is."""
-    lines = ["", "stage        seconds  folder"]
+    width = max([12, *(len(r.key) + 1 for r in results)])
+    lines = ["", f"{'stage':<{width}} seconds  folder"]
     for result in results:
         state = "reused" if result.reused else "cached" if result.cached else f"{result.seconds:.1f}"
-        lines.append(f"{result.key:<12} {state:>7}  {result.out_dir}")
-    lines.append(f"{'total':<12} {sum(r.seconds for r in results if not r.cached):>7.1f}")
+        lines.append(f"{result.key:<{width}} {state:>7}  {result.out_dir}")
+    lines.append(f"{'total':<{width}} {sum(r.seconds for r in results if not r.cached):>7.1f}")
     for result in results:
         summary = getattr(registry.get("stages", result.use), "summary", None)
         found = summary(result.out_dir) if summary is not None else []

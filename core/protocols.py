@@ -41,7 +41,7 @@ class Tokenizer(Protocol):
     tokenizer may offer `present(item)`: how a decoded item is kept in a
     Generation (images: numpy uint8 [H, W, 3]); without it items are kept as
     `decode` returns them. A trainable tokenizer offers `fit(records, *,
-    out_dir, tracker, device, seed)`, and a saved one `load(directory)`.
+    out_dir, tracker, device, seed)`.
     """
 
     name: ClassVar[str]
@@ -58,12 +58,17 @@ class Tokenizer(Protocol):
 
     def save(self, directory: Path) -> None: ...
 
+    @classmethod
+    def load(cls, directory: Path) -> Tokenizer:
+        """The tokenizer `save` wrote (the tokenizers stage reads it back, checked by `content_hash`)."""
+
     def content_hash(self) -> str: ...
 
 
 @runtime_checkable
 class Model(Protocol):
-    """A network over packed joint-token sequences.
+    """A network over packed joint-token sequences: a torch `nn.Module` (the trainer and the saved-model
+    layout use its parameters, state_dict and `to`).
 
     Optional: `default_sampler: ClassVar[str]`, the sampler generation uses
     when a recipe names none (MAGVLT: maskgit).
@@ -83,8 +88,8 @@ class Model(Protocol):
 class LengthPredictor(Protocol):
     """A model with a target-length head (MAGVLT's L_TL on the BEGIN token)."""
 
-    def length_logits(self, hidden: Any) -> Any:
-        """[..., max_length]; class k means length k + 1."""
+    def length_logits(self, hidden: Any, modality: str) -> Any:
+        """[..., max_length] from BEGIN states of `modality`'s segment; class k means length k + 1."""
 
 
 @attrs.frozen(kw_only=True)
@@ -110,7 +115,10 @@ class StepInput:
 
 @runtime_checkable
 class Objective(Protocol):
+    """One training loss; the step's total is the sum of `weight` x each objective's loss."""
+
     name: ClassVar[str]
+    weight: float
 
     def __call__(self, model: Model, inputs: StepInput) -> ObjectiveOutput: ...
 

@@ -91,7 +91,7 @@ class PluginFailure:
     error: str
 
 
-def _is_strict() -> bool:
+def is_strict() -> bool:
     return os.environ.get(STRICT_ENV, "").strip() not in ("", "0", "false", "no")
 
 
@@ -127,6 +127,8 @@ class Registry:
             )
 
             def register(cls: type, _provider: Provider = provider) -> None:
+                if os.environ.get(TRACE_ENV):  # hooks are called one by one here, past pluggy's own tracing
+                    log.info("hook: register_%s from %s registered %s", kind, _provider.plugin, getattr(cls, "name", cls))
                 self._add(kind, cls, _provider)
 
             try:
@@ -134,7 +136,7 @@ class Registry:
             except PluginError:
                 raise
             except Exception as exc:  # a broken plugin must not take the others down
-                if _is_strict():
+                if is_strict():
                     raise
                 self.failures.append(PluginFailure(plugin=impl.plugin_name, error=f"{type(exc).__name__}: {exc}"))
                 log.debug("plugin %s failed in register_%s: %s", impl.plugin_name, kind, exc)
@@ -209,7 +211,7 @@ def load_plugins() -> tuple[pluggy.PluginManager, dict[str, Provider], list[Plug
         try:
             module = load()
         except Exception as exc:
-            if _is_strict():
+            if is_strict():
                 raise PluginError(f"plugin {plugin_name!r} ({provider.package}) failed to import: {exc}") from exc
             failures.append(PluginFailure(plugin=plugin_name, error=f"{type(exc).__name__}: {exc}"))
             log.debug("skipping plugin %s (%s): %s: %s", plugin_name, provider.package, type(exc).__name__, exc)

@@ -281,7 +281,7 @@ class MaskGitSampler:
         )
         packed = pack(model.token_space, _items(context, target))
         hidden = model(packed)
-        logits = model.length_logits(hidden[:, packed.spans[-1].begin]).float()
+        logits = model.length_logits(hidden[:, packed.spans[-1].begin], part.modality).float()
         top = logits.topk(min(options.length_top_k, logits.shape[-1]), dim=-1)
         pick = torch.multinomial(top.values.softmax(-1).to(generator.device), 1, generator=generator).to(tokens.device)
         lengths = top.indices.gather(1, pick).squeeze(1) + 1

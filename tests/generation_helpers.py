@@ -88,7 +88,7 @@ class FakeModel:
         shift = self.shift[modality][position]
         return self.table[modality][position] + torch.where(conditioned > 0, shift, torch.zeros_like(shift))
 
-    def length_logits(self, hidden: torch.Tensor) -> torch.Tensor:
+    def length_logits(self, hidden: torch.Tensor, modality: str) -> torch.Tensor:
         return self.length_table.expand(*hidden.shape[:-1], -1)
 
     def masked_in(self, call: int, modality: str, index: int = -1) -> torch.Tensor:

@@ -50,6 +50,26 @@ def test_help_is_light_and_survives_a_broken_plugin():
     assert out.stdout.strip() == "[]"
 
 
+def test_a_plugin_whose_commands_fail_is_reported_and_the_rest_work():
+    env = {**os.environ, "MMGEN_PLUGINS": "broken_command_plugin", "PYTHONPATH": str(TESTS)}
+    env.pop("MMGEN_STRICT_PLUGINS", None)
+    out = subprocess.run([sys.executable, "-m", "mmgen.cli", "--help"], env=env, capture_output=True, text=True)
+    assert out.returncode == 0 and "generate" in out.stdout and "data" in out.stdout
+    expected = "warning: plugin broken_command_plugin added no commands: RuntimeError: this plugin's command is broken"
+    assert expected in out.stderr
+    strict = subprocess.run(
+        [sys.executable, "-m", "mmgen.cli", "--help"], env={**env, "MMGEN_STRICT_PLUGINS": "1"}, capture_output=True, text=True
+    )
+    assert strict.returncode != 0 and "this plugin's command is broken" in strict.stderr
+
+
+def test_hook_tracing_names_each_registration():
+    env = {**os.environ, "MMGEN_TRACE_HOOKS": "1"}
+    out = subprocess.run([sys.executable, "-m", "mmgen.cli", "plugins"], env=env, capture_output=True, text=True, check=True)
+    assert "hook: register_samplers from mmgen.samplers.register registered maskgit" in out.stderr
+    assert "hook: register_tasks from mmgen.plugins.tasks.register registered t2i" in out.stderr
+
+
 def test_plugins_lists_components_with_provider(toy_env):
     result = CliRunner().invoke(main, ["plugins"])
     assert result.exit_code == 0, result.output

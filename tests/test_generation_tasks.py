@@ -458,6 +458,27 @@ def test_refinement_runs_once_over_every_prompts_chosen_caption_in_prompt_order(
     assert [g.key for g in generations] == ["p0", "p1", "p2"]
 
 
+class OverwritingRefiner:
+    """Writes `word` over every token of every caption."""
+
+    name = "overwriting"
+    modalities, refines = ("image", "text"), ("text",)
+
+    def __init__(self, word):
+        self.word = word
+
+    def refine(self, inputs, outputs):
+        text = outputs["text"]
+        return {**outputs, "text": Segment(modality="text", tokens=torch.full_like(text.tokens, self.word), lengths=text.lengths)}
+
+
+def test_refinement_never_changes_what_the_task_gave():
+    pipeline, _ = fake_pipeline()
+    made = pipeline.run(build("it2t"), prompts(2, text="a big"), refiner=OverwritingRefiner(blue()))
+    # The given prefix "a big" stays; every generated token became "blue" (repeats dropped by the clean-up).
+    assert [g.outputs["text"] for g in made] == ["a big blue"] * 2
+
+
 def test_refinement_calls_hold_at_most_refine_rows_captions(monkeypatch):
     import mmgen.generation.pipeline as pipeline_module
 

@@ -64,10 +64,11 @@ class GenerationPipeline:
                 batch = prompts[start : start + per_batch]
                 chosen.append(self._sample(task, batch, candidates, reranker, generator=generator))
                 bar.update(len(batch))
-        inputs = _concat([c[0] for c in chosen])
-        outputs = _concat([c[1] for c in chosen])
+        inputs, outputs, known = (_concat([c[part] for c in chosen]) for part in range(3))
         if refiner is not None:
-            outputs = self._refine(refiner, inputs, outputs)
+            refined = self._refine(refiner, inputs, outputs)
+            # A refiner improves what was generated: tokens the task gave (a prefix to complete) stay as given.
+            outputs = {m: _keep_known(outputs[m], refined[m], known[m]) for m in refined}
         return self._generations(task, prompts, outputs)
 
     def check(
@@ -109,19 +110,24 @@ class GenerationPipeline:
         reranker: Any,
         *,
         generator: torch.Generator,
-    ) -> tuple[dict[str, Segment], dict[str, Segment]]:
-        """One batch: every prompt `candidates` times, sampled, then each prompt's best row kept."""
+    ) -> tuple[dict[str, Segment], dict[str, Segment], dict[str, Segment]]:
+        """One batch: every prompt `candidates` times, sampled, then each prompt's best row kept.
+
+        Returns the encoded inputs, the outputs, and per output the tokens the request gave (as 0/1 segments).
+        """
         rows = [p for p in prompts for _ in range(candidates)]
         inputs = self._encode(task, rows)
         request = task.request(inputs, batch=len(rows), space=self.model.token_space, device=self.device)
         result = self.sampler.generate(self.model, request, generator=generator)
         outputs = {segment.modality: segment for segment in result.segments}
+        targets = {part.modality: part for part in request.segments if part.target}
+        known = {m: Segment(modality=m, tokens=targets[m].known.long(), lengths=s.lengths) for m, s in outputs.items()}
         if candidates == 1:
-            return inputs, outputs
+            return inputs, outputs, known
         # MAGVLT sec. 4.2: the best of N by the reranker's score of each (given or generated) pair.
         scores = reranker.scores({**inputs, **outputs})
         keep = best_in_groups(scores, candidates=candidates).to(self.device)
-        return _select(inputs, keep), _select(outputs, keep)
+        return _select(inputs, keep), _select(outputs, keep), _select(known, keep)
 
     def _refine(self, refiner: Any, inputs: dict[str, Segment], outputs: dict[str, Segment]) -> dict[str, Segment]:
         """Every prompt's chosen outputs, REFINE_ROWS at a time: the refiner's passes batch across prompts."""
@@ -171,6 +177,12 @@ def best_in_groups(scores: torch.Tensor, *, candidates: int) -> torch.Tensor:
         raise ValueError(f"{scores.shape[0]} rows do not split into groups of {candidates} candidates")
     starts = torch.arange(0, scores.shape[0], candidates, device=scores.device)
     return scores.view(-1, candidates).argmax(dim=1) + starts
+
+
+def _keep_known(sampled: Segment, refined: Segment, known: Segment) -> Segment:
+    """The refined segment with the request's known tokens put back."""
+    tokens = torch.where(known.tokens.bool(), sampled.tokens, refined.tokens)
+    return Segment(modality=refined.modality, tokens=tokens, lengths=refined.lengths)
 
 
 def _select(segments: Mapping[str, Segment], index: torch.Tensor | slice) -> dict[str, Segment]:

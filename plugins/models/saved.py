@@ -56,7 +56,7 @@ def load_trained_model(directory: Path, registry: Any, *, device: str | torch.de
         raise ValueError(f"{description_path}: unknown format {description.get('format')!r} (expected {FORMAT})")
     space = space_from_data(description["token_space"])
     spec = structure_spec("models", description["model"], path="model", registry=registry)
-    model = registry.build(spec, token_space=space)
+    model = registry.build(spec, token_space=space, tokenizers=None)  # rebuilt for its saved weights
     state = torch.load(directory / WEIGHTS_FILE, map_location="cpu", weights_only=True)
     model.load_state_dict(state)
     return model.to(device).eval()

@@ -174,6 +174,6 @@ def predict_lengths(model: Any, context: list[Part], target: RequestSegment) -> 
     )
     packed = pack(model.token_space, [BOC, *context, BOG, blind])
     hidden = model(packed)
-    lengths = model.length_logits(hidden[:, packed.spans[-1].begin]).argmax(dim=-1) + 1
+    lengths = model.length_logits(hidden[:, packed.spans[-1].begin], target.modality).argmax(dim=-1) + 1
     last_known = (target.known.bool() * (positions(tokens) + 1)).amax(dim=1)
     return torch.maximum(lengths.to(tokens.device), last_known + 2).clamp(max=tokens.shape[1])
