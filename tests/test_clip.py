@@ -257,7 +257,11 @@ def test_pair_collate_takes_image_tokens_and_the_drawn_caption(tmp_path):
     assert words[0] in ("red circle", "red square") and words[1] in ("green circle", "green square")
 
 
-def test_clip_stage_learns_to_match_images_and_captions(tmp_path, monkeypatch):
+# Measured on seeds 0-4 under five float paths (ATen AVX-512 / AVX2 / scalar kernels, MKL's
+# default and compatible code paths): retrieval always right, each val pair's cosine ahead of the
+# best wrong one by at least 0.69.
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_clip_stage_learns_to_match_images_and_captions(tmp_path, seed):
     from registry_helpers import stage_context
 
     from mmgen.plugins.clip.stage import ClipStage
@@ -274,15 +278,17 @@ def test_clip_stage_learns_to_match_images_and_captions(tmp_path, monkeypatch):
         def log_metrics(self, metrics, *, step=None):
             self.metrics.update(metrics)
 
-    trainer = TrainerConfig(steps=40, batch_size=16, lr=3e-3, warmup_steps=4, checkpoint_every=40, log_every=10)
+    trainer = TrainerConfig(
+        steps=40, batch_size=16, lr=3e-3, warmup_steps=4, checkpoint_every=40, log_every=10, seed=seed
+    )
     stage = ClipStage.from_config(
         ClipStage.Config(width=32, depth=1, heads=2, embed_dim=16, trainer=trainer, eval_records=4)
     )
     tracker = Tracker()
-    torch.manual_seed(0)
+    torch.manual_seed(seed)
     out = tmp_path / "clip"
     loaded = {"tokenizers": tokenizers(), "cache": TokenCache(tmp_path / "cache")}
-    stage.run(stage_context(out, loaded=loaded, tracker=tracker))
+    stage.run(stage_context(out, loaded=loaded, tracker=tracker, seed=seed))
     # The four val images (one per colour) each retrieve their own caption, and the reverse.
     assert tracker.metrics["clip/image_to_text_top1"] == 1.0 and tracker.metrics["clip/text_to_image_top1"] == 1.0
     assert {"clip/loss", "clip/accuracy", "clip/scale", "clip/lr"} <= set(tracker.metrics)

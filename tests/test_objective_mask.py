@@ -142,14 +142,22 @@ def test_config_defaults_follow_the_paper():
     assert objective.weight == 1.0
 
 
-def test_a_tiny_model_overfits_a_handful_of_pairs():
+# Where a short run lands depends on the CPU's float summation order. With a constant rate the
+# loss still spikes now and then (0.17 at step 400 for seed 0 on an AVX-512 EPYC, 0.013 with
+# ATen's AVX2 kernels), so the rate decays to zero over the last 200 of 600 updates. Measured on
+# seeds 0-5 under five float paths (ATen AVX-512 / AVX2 / scalar kernels, MKL's default and
+# compatible code paths): worst loss 0.010, every masked token right.
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_a_tiny_model_overfits_a_handful_of_pairs(seed):
     space = tiny_space()
-    model = tiny_model(space)
+    model = tiny_model(space, seed=seed)
     objective = MaskPrediction(token_space=space, label_smoothing=0.0)
     optimizer = torch.optim.AdamW(model.parameters(), lr=3e-3)
-    generator = torch.Generator().manual_seed(0)
+    generator = torch.Generator().manual_seed(seed)
     tasks = (T2I, I2T, IT2IT)
-    for step in range(400):
+    for step in range(600):
+        for group in optimizer.param_groups:
+            group["lr"] = 3e-3 * min(1.0, (600 - step) / 200)
         out = objective(model, StepInput(batch=hand_batch(), task=tasks[step % 3], generator=generator))
         optimizer.zero_grad()
         out.loss.backward()
