@@ -112,7 +112,6 @@ def run(recipe: Path, overrides: tuple[str, ...], force: bool, dry_run: bool, re
 
     from .recipe import RecipeError, load_recipe
     from .registry import PluginError
-
     from .runner import check_reuse
 
     try:

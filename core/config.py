@@ -105,7 +105,7 @@ def _describe(value: Any) -> str:
     return f"{value!r} ({type(value).__name__})"
 
 
-def _suggest(word: str, options: typing.Iterable[str]) -> str:
+def did_you_mean(word: str, options: typing.Iterable[str]) -> str:
     close = difflib.get_close_matches(word, list(options), n=1)
     return f"; did you mean {close[0]!r}?" if close else ""
 
@@ -133,7 +133,7 @@ def structure(tp: Any, data: Any, *, path: str = "", registry: Any = None) -> An
         return None
     if origin is Literal:
         if not any(data == a and type(data) is type(a) for a in args):
-            hint = _suggest(data, [a for a in args if isinstance(a, str)]) if isinstance(data, str) else ""
+            hint = did_you_mean(data, [a for a in args if isinstance(a, str)]) if isinstance(data, str) else ""
             raise ConfigError(path, f"expected one of {list(args)}, got {_describe(data)}{hint}")
         return data
     if origin in (Union, types.UnionType):
@@ -231,7 +231,7 @@ def structure_attrs(cls: type, data: Any, *, path: str = "", registry: Any = Non
     for key in data:
         if key not in fields:
             raise ConfigError(
-                _join(path, str(key)), f"unknown option for {cls.__qualname__}{_suggest(str(key), fields)}"
+                _join(path, str(key)), f"unknown option for {cls.__qualname__}{did_you_mean(str(key), fields)}"
                 f" (options: {', '.join(fields) or 'none'})"
             )
     kwargs = {}

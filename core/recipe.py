@@ -20,7 +20,7 @@ from typing import Any, Literal, Mapping, Sequence
 import attrs
 import yaml
 
-from .config import ConfigError, Spec, _suggest, component, declared_inputs, structure_attrs, structure_spec, to_data
+from .config import ConfigError, Spec, component, declared_inputs, did_you_mean, structure_attrs, structure_spec, to_data
 
 
 class RecipeError(ValueError):
@@ -135,7 +135,7 @@ def check_inputs(stages: Sequence[StageEntry]) -> None:
             if key not in earlier:
                 raise ConfigError(
                     f"stages.{entry.key}.{path}",
-                    f"reads stage {key!r}, but no earlier stage is called that{_suggest(key, earlier)}"
+                    f"reads stage {key!r}, but no earlier stage is called that{did_you_mean(key, earlier)}"
                     f" (earlier: {', '.join(earlier) or 'none'})",
                 )
         earlier += [entry.key, entry.spec.use]
