@@ -612,7 +612,7 @@ def test_generate_options_name_only_tasks_that_run_and_a_reranker_for_candidates
         options({"rerank": {"i2t": "cycle"}}).check_tasks(["t2i"])
     with pytest.raises(ValueError, match=r"refine given for tasks not run: \['i2t'\]"):
         options({"refine": {"i2t": "caption_refine"}}).check_tasks(["t2i"])
-    with pytest.raises(ValueError, match=r"candidates.t2i is 8, so t2i needs a reranker: add rerank: \{t2i: clip\}"):
+    with pytest.raises(ValueError, match=r"candidates.t2i is 8, so t2i needs a reranker to pick one: .*`rerank: \{t2i: clip\}` in a recipe"):
         options({"candidates": {"t2i": 8}}).check_tasks(["t2i"])
     with pytest.raises(ConfigError, match="candidates.t2i must be > 0, got 0"):
         options({"candidates": {"t2i": 0}})
@@ -782,7 +782,7 @@ def test_cli_generates_with_stage_folders(tmp_path, monkeypatch):
     )
     assert no_clip.exit_code == 2 and "give --run DIR or --stage clip=DIR" in no_clip.output
     unranked = CliRunner().invoke(generate, ["--task", "t2i", "--prompt", "red", "--candidates", "2", *stages, *quiet])
-    assert unranked.exit_code == 2 and "add rerank: {t2i: clip}" in unranked.output
+    assert unranked.exit_code == 2 and "`--rerank clip` on the command line" in unranked.output
 
     # A reranker the task cannot feed fails before sampling.
     model.calls.clear()
@@ -951,7 +951,7 @@ def test_generate_config_checks_tasks_and_candidates():
         config({"tasks": ["x2i"]})
     with pytest.raises(ConfigError, match=r"candidates given for tasks not run: \['i2t'\]"):
         config({"tasks": ["t2i"], "candidates": {"i2t": 64}})
-    with pytest.raises(ConfigError, match=r"candidates.t2i is 8, so t2i needs a reranker: add rerank: \{t2i: clip\}"):
+    with pytest.raises(ConfigError, match=r"candidates.t2i is 8, so t2i needs a reranker to pick one: .*`rerank: \{t2i: clip\}` in a recipe"):
         config({"tasks": ["t2i"], "candidates": {"t2i": 8}})
     with pytest.raises(ConfigError, match=r"refine given for tasks not run: \['i2t'\]"):
         config({"tasks": ["t2i"], "refine": {"i2t": "caption_refine"}})

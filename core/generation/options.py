@@ -34,8 +34,8 @@ class GenerateOptions:
         for task, count in self.candidates.items():
             if count > 1 and task not in self.rerank:
                 raise ValueError(
-                    f"candidates.{task} is {count}, so {task} needs a reranker: add rerank: {{{task}: clip}}"
-                    " (CLIP, the paper's protocol) or another registered reranker"
+                    f"candidates.{task} is {count}, so {task} needs a reranker to pick one: name it, e.g. clip"
+                    f" (the paper's protocol): `rerank: {{{task}: clip}}` in a recipe, `--rerank clip` on the command line"
                 )
 
 
