@@ -112,15 +112,17 @@ def command_line_prompts(
     if len(sizes) > 1:
         raise ValueError(f"got {', '.join(f'{len(v)} {m}' for m, v in given.items())}; give equal numbers, or one")
     n = max((len(v) for v in given.values()), default=count or 1)
-    return [
-        Prompt(key=f"{task.name}-{i:04d}", items={m: v[i % len(v)] for m, v in given.items()}) for i in range(n)
-    ]
+    return [Prompt(key=f"{task.name}-{i:04d}", items={m: v[i % len(v)] for m, v in given.items()}) for i in range(n)]
 
 
 @click.command("generate")
-@click.option("--task", "task_name", required=True, help="A registered generation task (t2i, i2t, ...: `mmgen plugins`).")
+@click.option(
+    "--task", "task_name", required=True, help="A registered generation task (t2i, i2t, ...: `mmgen plugins`)."
+)
 @click.option("--prompt", "prompts", multiple=True, help="A text prompt (repeatable).")
-@click.option("--prompts-file", type=click.Path(exists=True, dir_okay=False, path_type=Path), help="One prompt per line.")
+@click.option(
+    "--prompts-file", type=click.Path(exists=True, dir_okay=False, path_type=Path), help="One prompt per line."
+)
 @click.option(
     "--image",
     "files",
@@ -128,34 +130,48 @@ def command_line_prompts(
     type=click.Path(exists=True, dir_okay=False, path_type=Path),
     help="An input file (an image) for tasks that take one (repeatable).",
 )
-@click.option("--region", default=None, metavar="TOP,LEFT,BOTTOM,RIGHT", help="Region tasks: the box, in image fractions.")
-@click.option("--count", type=click.IntRange(min=1), default=None, help="How many outputs for tasks that take no input.")
 @click.option(
-    "--run", "run_dir", type=click.Path(exists=True, file_okay=False, path_type=Path), help="A recipe workdir (newest finished stages)."
+    "--region", default=None, metavar="TOP,LEFT,BOTTOM,RIGHT", help="Region tasks: the box, in image fractions."
 )
-@click.option("--stage", "stages", multiple=True, metavar="KEY=DIR", help="A finished stage folder, e.g. train=DIR (repeatable).")
+@click.option(
+    "--count", type=click.IntRange(min=1), default=None, help="How many outputs for tasks that take no input."
+)
+@click.option(
+    "--run",
+    "run_dir",
+    type=click.Path(exists=True, file_okay=False, path_type=Path),
+    help="A recipe workdir (newest finished stages).",
+)
+@click.option(
+    "--stage", "stages", multiple=True, metavar="KEY=DIR", help="A finished stage folder, e.g. train=DIR (repeatable)."
+)
 @click.option("--sampler", default=None, help="A registered sampler (default: the model's own).")
 @click.option("--candidates", type=click.IntRange(min=1), default=1, show_default=True, help="Candidates per prompt.")
 @click.option("--rerank", default=None, help="The reranker that picks the best candidate (clip, cycle, ...).")
 @click.option("--refine", default=None, help="A refiner run on the chosen outputs (caption_refine, ...).")
-@click.option("--set", "overrides", multiple=True, metavar="PATH=VALUE", help="e.g. sampler.fixed.steps=8, rerank.passes=1.")
+@click.option(
+    "--set", "overrides", multiple=True, metavar="PATH=VALUE", help="e.g. sampler.fixed.steps=8, rerank.passes=1."
+)
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--batch-size", type=click.IntRange(min=1), default=16, show_default=True)
 @click.option("--device", default="cpu", show_default=True)
-@click.option("--tracker", "tracker_name", default="mlflow", show_default=True, help="A registered tracker (mlflow, none).")
+@click.option(
+    "--tracker", "tracker_name", default="mlflow", show_default=True, help="A registered tracker (mlflow, none)."
+)
 @click.option("--experiment", default="generate", show_default=True, help="MLflow experiment of the run.")
 @click.option("--out", "out_dir", type=click.Path(file_okay=False, path_type=Path), default=None, help="Output folder.")
 def generate(
     task_name, prompts, prompts_file, files, region, count, run_dir, stages, sampler, candidates, rerank, refine,
     overrides, seed, batch_size, device, tracker_name, experiment, out_dir,
 ):  # fmt: skip
-    """Generate with a trained model: PNGs, a grid and generations.jsonl in --out (default generations/<task>-seed<seed>)."""
+    """Generate with a trained model: PNGs, a grid and generations.jsonl in --out (generations/<task>-seed<seed>)."""
     from .config import ConfigError, declared_inputs, structure_attrs, structure_spec
     from .generation.options import GenerateOptions, build_sampler, plan_tasks
     from .generation.pipeline import GenerationPipeline
     from .generation.regions import parse_box
     from .generation.store import publish
     from .registry import load_registry
+    from .runner import flatten
 
     registry = load_registry()
     texts = list(prompts)
@@ -186,7 +202,10 @@ def generate(
     deps = {"model": model, "tokenizers": tokenizers, "inputs": inputs, "device": device}
     (plan,) = plan_tasks(options, [task_spec], registry=registry, deps=deps)
     pipeline = GenerationPipeline(
-        model=model, tokenizers=tokenizers, sampler=build_sampler(options, model=model, registry=registry), device=device
+        model=model,
+        tokenizers=tokenizers,
+        sampler=build_sampler(options, model=model, registry=registry),
+        device=device,
     )
     try:
         task_prompts = command_line_prompts(plan.task, tokenizers, texts=texts, files=list(files), count=count)
@@ -210,7 +229,7 @@ def generate(
         made = [v for v in generation.outputs.values() if isinstance(v, str)]
         click.echo("\t".join([generation.key, *made]))
     click.echo(f"wrote {jsonl} and grid-{task_name}.png in {out_dir}")
-    _track(tracker, task=task_name, params={"seed": seed, **_flatten(data), **_flatten({"task": task_data})}, out_dir=out_dir)
+    _track(tracker, task=task_name, params={**flatten(data), **flatten({"task": task_data})}, out_dir=out_dir)
 
 
 def _flag_message(exc: Exception) -> str:
@@ -219,15 +238,6 @@ def _flag_message(exc: Exception) -> str:
     if isinstance(exc, KeyError):
         text = exc.args[0]
     return text.replace("<root>: ", "")
-
-
-def _flatten(data: Any, prefix: str = "") -> dict[str, str]:
-    if isinstance(data, dict):
-        flat: dict[str, str] = {}
-        for key, value in data.items():
-            flat.update(_flatten(value, f"{prefix}.{key}" if prefix else str(key)))
-        return flat
-    return {prefix: str(data)}
 
 
 def _tracker_spec(name: str, experiment: str, registry: Any) -> Any:

@@ -21,7 +21,13 @@ LOG_EVERY_S = 30.0
 
 
 def progress(
-    *, total: int | None, desc: str, unit: str = "it", initial: int = 0, enabled: bool = True, every_s: float = LOG_EVERY_S
+    *,
+    total: int | None,
+    desc: str,
+    unit: str = "it",
+    initial: int = 0,
+    enabled: bool = True,
+    every_s: float = LOG_EVERY_S,
 ) -> Any:
     """A tqdm bar when stderr is a terminal, else a LogProgress; a silent one when disabled."""
     enabled = enabled and not os.environ.get("MMGEN_NO_PROGRESS")
@@ -73,7 +79,9 @@ class LogProgress:
     def line(self, now: float) -> str:
         """'train 500/6000 step (8%), 2.31 step/s, ETA 39m 40s, loss=2.31'."""
         rate = (self.n - self.start_n) / max(now - self.start, 1e-9)
-        parts = [f"{self.desc} {self.n}/{self.total} {self.unit}" if self.total else f"{self.desc} {self.n} {self.unit}"]
+        parts = [
+            f"{self.desc} {self.n}/{self.total} {self.unit}" if self.total else f"{self.desc} {self.n} {self.unit}"
+        ]
         if self.total:
             parts[0] += f" ({100 * self.n / self.total:.0f}%)"
         parts.append(f"{rate:.2f} {self.unit}/s")

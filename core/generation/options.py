@@ -1,9 +1,9 @@
 """How generation runs, described once: the generate stage's Config extends it, `mmgen generate` structures it.
 
-    sampler: {use: maskgit, fixed: {steps: 10}}     # null: the model's default sampler
-    candidates: {t2i: 8, i2t: 32}                   # per task; more than one needs a reranker
-    rerank: {t2i: clip, i2t: {use: cycle}}          # per task: a registered reranker
-    refine: {i2t: {use: caption_refine}}            # per task: a registered refiner
+sampler: {use: maskgit, fixed: {steps: 10}}     # null: the model's default sampler
+candidates: {t2i: 8, i2t: 32}                   # per task; more than one needs a reranker
+rerank: {t2i: clip, i2t: {use: cycle}}          # per task: a registered reranker
+refine: {i2t: {use: caption_refine}}            # per task: a registered refiner
 """
 
 from __future__ import annotations

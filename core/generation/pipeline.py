@@ -59,7 +59,9 @@ class GenerationPipeline:
         generator = torch.Generator(device=self.device).manual_seed(seed)
         per_batch = max(1, batch_size // candidates)
         chosen = []
-        with progress(total=len(prompts), desc=f"generate {task.name}", unit="prompt", enabled=self.show_progress) as bar:
+        with progress(
+            total=len(prompts), desc=f"generate {task.name}", unit="prompt", enabled=self.show_progress
+        ) as bar:
             for start in range(0, len(prompts), per_batch):
                 batch = prompts[start : start + per_batch]
                 chosen.append(self._sample(task, batch, candidates, reranker, generator=generator))

@@ -77,7 +77,9 @@ def given(example: Prompt, modality: str, *, task: str) -> Any:
 
 def known(segment: Segment) -> RequestSegment:
     """A context segment shown in full."""
-    return RequestSegment(modality=segment.modality, tokens=segment.tokens, known=segment.valid(), lengths=segment.lengths)
+    return RequestSegment(
+        modality=segment.modality, tokens=segment.tokens, known=segment.valid(), lengths=segment.lengths
+    )
 
 
 def blank(space: TokenSpace, batch: int, *, target: bool, device: torch.device | str = "cpu") -> RequestSegment:
@@ -86,7 +88,11 @@ def blank(space: TokenSpace, batch: int, *, target: bool, device: torch.device |
     # A dropped variable-length condition shows every slot as MASK; a generated one predicts its length.
     lengths = None if target and space.variable_length else torch.full((batch,), space.length, device=device)
     return RequestSegment(
-        modality=space.name, tokens=tokens, known=torch.zeros_like(tokens, dtype=torch.bool), lengths=lengths, target=target
+        modality=space.name,
+        tokens=tokens,
+        known=torch.zeros_like(tokens, dtype=torch.bool),
+        lengths=lengths,
+        target=target,
     )
 
 
@@ -95,7 +101,11 @@ def region_target(segment: Segment, inside: torch.Tensor, *, keep_inside: bool) 
     region = inside.to(segment.tokens.device)[None, :].expand_as(segment.tokens)
     known_tokens = region if keep_inside else ~region
     return RequestSegment(
-        modality=segment.modality, tokens=segment.tokens, known=known_tokens.clone(), lengths=segment.lengths, target=True
+        modality=segment.modality,
+        tokens=segment.tokens,
+        known=known_tokens.clone(),
+        lengths=segment.lengths,
+        target=True,
     )
 
 

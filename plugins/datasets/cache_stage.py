@@ -74,7 +74,9 @@ class CacheStage:
         ctx.tracker.log_metrics({f"cache/{split}/records": count for split, count in counts.items()})
 
 
-def cache_splits(data: Any, out_dir: Path, *, tokenizers: Mapping[str, Any], config: CacheStage.Config) -> dict[str, int]:
+def cache_splits(
+    data: Any, out_dir: Path, *, tokenizers: Mapping[str, Any], config: CacheStage.Config
+) -> dict[str, int]:
     """Build `<out_dir>/<split>.lmdb` for each chosen split of `data` (DataSplits); returns record counts."""
     from .token_cache import TokenCacheDataset, build_token_cache
 

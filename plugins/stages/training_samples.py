@@ -36,7 +36,9 @@ def sample_examples(cache: Any, options: SampleOptions, *, tokenizers: Mapping[s
     try:
         split = cache.split(options.split, tokenizers=tokenizers)  # seed 0, epoch 0: the same caption rows every run
     except Exception as error:
-        raise ValueError(f"training samples read split {options.split!r}: {error}; set samples.split or samples.prompts: 0") from None
+        raise ValueError(
+            f"training samples read split {options.split!r}: {error}; set samples.split or samples.prompts: 0"
+        ) from None
     count = min(options.prompts, len(split))
     if count == 0:
         raise ValueError(f"training samples: split {options.split!r} of the token cache is empty")
@@ -57,7 +59,13 @@ class TrainingSamples:
     """What the trainer's `sample_fn` does: each task on the fixed prompts, then a grid (and a text table)."""
 
     def __init__(
-        self, *, examples: Sequence[Prompt], tasks: Sequence[Any], tokenizers: Mapping[str, Any], sampler: Any, seed: int
+        self,
+        *,
+        examples: Sequence[Prompt],
+        tasks: Sequence[Any],
+        tokenizers: Mapping[str, Any],
+        sampler: Any,
+        seed: int,
     ) -> None:
         self.tasks = list(tasks)
         self.prompts = {task.name: task.prompts(examples) for task in self.tasks}

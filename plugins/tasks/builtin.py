@@ -61,8 +61,19 @@ class _ImageText(TaskBase):
         image: str = "image"
         text: str = "text"
 
+    needs_roles: ClassVar[tuple[str, ...]] = ()  # "image" / "text", named in the joint space by the Config
+    makes_roles: ClassVar[tuple[str, ...]] = ()
+
     def __init__(self, *, image: str = "image", text: str = "text") -> None:
         self.image, self.text = image, text
+
+    @property
+    def needs(self) -> tuple[str, ...]:
+        return tuple(getattr(self, role) for role in self.needs_roles)
+
+    @property
+    def makes(self) -> tuple[str, ...]:
+        return tuple(getattr(self, role) for role in self.makes_roles)
 
     @classmethod
     def from_config(cls, config: Any, **_deps: Any) -> Any:
@@ -98,16 +109,12 @@ class _RegionTask(_ImageText):
 class TextToImage(_ImageText):
     name: ClassVar[str] = "t2i"
     summary: ClassVar[str] = "text-guided image generation"
+    needs_roles = ("text",)
+    makes_roles = ("image",)
 
-    @property
-    def needs(self) -> tuple[str, ...]:
-        return (self.text,)
-
-    @property
-    def makes(self) -> tuple[str, ...]:
-        return (self.image,)
-
-    def request(self, inputs: Mapping[str, Segment], *, batch: int, space: JointTokenSpace, device: Any) -> GenerationRequest:
+    def request(
+        self, inputs: Mapping[str, Segment], *, batch: int, space: JointTokenSpace, device: Any
+    ) -> GenerationRequest:
         return GenerationRequest(
             segments=[known(inputs[self.text]), blank(space.space(self.image), batch, target=True, device=device)]
         )
@@ -116,16 +123,12 @@ class TextToImage(_ImageText):
 class ImageToText(_ImageText):
     name: ClassVar[str] = "i2t"
     summary: ClassVar[str] = "image captioning"
+    needs_roles = ("image",)
+    makes_roles = ("text",)
 
-    @property
-    def needs(self) -> tuple[str, ...]:
-        return (self.image,)
-
-    @property
-    def makes(self) -> tuple[str, ...]:
-        return (self.text,)
-
-    def request(self, inputs: Mapping[str, Segment], *, batch: int, space: JointTokenSpace, device: Any) -> GenerationRequest:
+    def request(
+        self, inputs: Mapping[str, Segment], *, batch: int, space: JointTokenSpace, device: Any
+    ) -> GenerationRequest:
         return GenerationRequest(
             segments=[known(inputs[self.image]), blank(space.space(self.text), batch, target=True, device=device)]
         )
@@ -134,16 +137,12 @@ class ImageToText(_ImageText):
 class Inpaint(_RegionTask):
     name: ClassVar[str] = "inpaint"
     summary: ClassVar[str] = "regenerate the region of an image"
+    needs_roles = ("image",)
+    makes_roles = ("image",)
 
-    @property
-    def needs(self) -> tuple[str, ...]:
-        return (self.image,)
-
-    @property
-    def makes(self) -> tuple[str, ...]:
-        return (self.image,)
-
-    def request(self, inputs: Mapping[str, Segment], *, batch: int, space: JointTokenSpace, device: Any) -> GenerationRequest:
+    def request(
+        self, inputs: Mapping[str, Segment], *, batch: int, space: JointTokenSpace, device: Any
+    ) -> GenerationRequest:
         image = inputs[self.image]
         dropped = blank(space.space(self.text), batch, target=False, device=device)
         return GenerationRequest(segments=[dropped, self._image_target(image, space)])
@@ -158,14 +157,8 @@ class Outpaint(Inpaint):
 class Edit(_RegionTask):
     name: ClassVar[str] = "it2i"
     summary: ClassVar[str] = "text-guided editing of the region of an image"
-
-    @property
-    def needs(self) -> tuple[str, ...]:
-        return (self.image, self.text)
-
-    @property
-    def makes(self) -> tuple[str, ...]:
-        return (self.image,)
+    needs_roles = ("image", "text")
+    makes_roles = ("image",)
 
     def prompts(self, examples: Sequence[Prompt]) -> list[Prompt]:
         """Each image edited under the next example's caption."""
@@ -180,23 +173,21 @@ class Edit(_RegionTask):
             for i, e in enumerate(examples)
         ]
 
-    def request(self, inputs: Mapping[str, Segment], *, batch: int, space: JointTokenSpace, device: Any) -> GenerationRequest:
+    def request(
+        self, inputs: Mapping[str, Segment], *, batch: int, space: JointTokenSpace, device: Any
+    ) -> GenerationRequest:
         return GenerationRequest(segments=[known(inputs[self.text]), self._image_target(inputs[self.image], space)])
 
 
 class TextInfill(_ImageText):
     name: ClassVar[str] = "t2t"
     summary: ClassVar[str] = "text infilling: the middle half of the caption"
+    needs_roles = ("text",)
+    makes_roles = ("text",)
 
-    @property
-    def needs(self) -> tuple[str, ...]:
-        return (self.text,)
-
-    @property
-    def makes(self) -> tuple[str, ...]:
-        return (self.text,)
-
-    def request(self, inputs: Mapping[str, Segment], *, batch: int, space: JointTokenSpace, device: Any) -> GenerationRequest:
+    def request(
+        self, inputs: Mapping[str, Segment], *, batch: int, space: JointTokenSpace, device: Any
+    ) -> GenerationRequest:
         text = inputs[self.text]
         dropped = blank(space.space(self.image), batch, target=False, device=device)
         return GenerationRequest(
@@ -207,14 +198,8 @@ class TextInfill(_ImageText):
 class Complete(_ImageText):
     name: ClassVar[str] = "it2t"
     summary: ClassVar[str] = "complete a partial text about an image"
-
-    @property
-    def needs(self) -> tuple[str, ...]:
-        return (self.image, self.text)
-
-    @property
-    def makes(self) -> tuple[str, ...]:
-        return (self.text,)
+    needs_roles = ("image", "text")
+    makes_roles = ("text",)
 
     def prompts(self, examples: Sequence[Prompt]) -> list[Prompt]:
         """Each image with the first half of its caption's words."""
@@ -229,7 +214,9 @@ class Complete(_ImageText):
             for e in examples
         ]
 
-    def request(self, inputs: Mapping[str, Segment], *, batch: int, space: JointTokenSpace, device: Any) -> GenerationRequest:
+    def request(
+        self, inputs: Mapping[str, Segment], *, batch: int, space: JointTokenSpace, device: Any
+    ) -> GenerationRequest:
         # The given text is a known prefix; the model completes it and predicts where it ends.
         text = partial_text(inputs[self.text], space.space(self.text), span=lambda n: (n, n), lengths_known=False)
         return GenerationRequest(segments=[known(inputs[self.image]), text])
@@ -238,16 +225,12 @@ class Complete(_ImageText):
 class TextToImageText(_ImageText):
     name: ClassVar[str] = "t2it"
     summary: ClassVar[str] = "an image and its caption from a prompt"
+    needs_roles = ("text",)
+    makes_roles = ("image", "text")
 
-    @property
-    def needs(self) -> tuple[str, ...]:
-        return (self.text,)
-
-    @property
-    def makes(self) -> tuple[str, ...]:
-        return (self.image, self.text)
-
-    def request(self, inputs: Mapping[str, Segment], *, batch: int, space: JointTokenSpace, device: Any) -> GenerationRequest:
+    def request(
+        self, inputs: Mapping[str, Segment], *, batch: int, space: JointTokenSpace, device: Any
+    ) -> GenerationRequest:
         # The caption is generated after the image, conditioned on the prompt and that image.
         return GenerationRequest(
             segments=[
@@ -261,16 +244,12 @@ class TextToImageText(_ImageText):
 class Unconditional(_ImageText):
     name: ClassVar[str] = "unconditional"
     summary: ClassVar[str] = "an image-text pair from nothing"
+    needs_roles = ()
+    makes_roles = ("image", "text")
 
-    @property
-    def needs(self) -> tuple[str, ...]:
-        return ()
-
-    @property
-    def makes(self) -> tuple[str, ...]:
-        return (self.image, self.text)
-
-    def request(self, inputs: Mapping[str, Segment], *, batch: int, space: JointTokenSpace, device: Any) -> GenerationRequest:
+    def request(
+        self, inputs: Mapping[str, Segment], *, batch: int, space: JointTokenSpace, device: Any
+    ) -> GenerationRequest:
         # The image from a dropped caption (the unconditional branch), then its caption.
         return GenerationRequest(
             segments=[
