@@ -179,7 +179,9 @@ def plugins() -> None:
         if not entries:
             click.echo("  (none)")
         for entry in entries:
-            click.echo(f"  {entry.name:<20} {entry.provider.package} {entry.provider.version}  [{entry.provider.plugin}]")
+            line = f"  {entry.name:<20} {entry.provider.package} {entry.provider.version}  [{entry.provider.plugin}]"
+            summary = getattr(entry.cls, "summary", None)  # generation tasks say what they do
+            click.echo(f"{line}  {summary}" if isinstance(summary, str) else line)
     for failure in registry.failures:
         click.echo(f"failed: {failure.plugin}: {failure.error}")
 

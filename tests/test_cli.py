@@ -76,6 +76,8 @@ def test_plugins_lists_components_with_provider(toy_env):
     lines = result.output.splitlines()
     sampler_line = next(line for line in lines if line.strip().startswith("toy_sampler"))
     assert "[toy_plugin]" in sampler_line
+    # Generation tasks say what they do.
+    assert any(line.split()[0] == "t2i" and line.endswith("  text-guided image generation") for line in lines if line.strip())
     assert "none" in result.output and "mlflow" in result.output
 
 
