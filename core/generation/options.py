@@ -26,7 +26,9 @@ class GenerateOptions:
     batch_size: int = attrs.field(default=16, validator=positive)
 
     def check_tasks(self, tasks: list[str]) -> None:
-        """Options name only tasks that run, and a task with several candidates names its reranker."""
+        """Each task listed once, options name only tasks that run, several candidates come with a reranker."""
+        if len(set(tasks)) != len(tasks):
+            raise ValueError(f"each task may be listed once; got {tasks}")
         for option in ("candidates", "rerank", "refine"):
             unknown = sorted(set(getattr(self, option)) - set(tasks))
             if unknown:
@@ -62,10 +64,7 @@ def plan_tasks(
     options: GenerateOptions, tasks: list[Spec], *, registry: Any, deps: Mapping[str, Any]
 ) -> list[TaskPlan]:
     """Each task built, with its candidates, reranker and refiner; `deps` go to rerankers and refiners."""
-    names = [spec.use for spec in tasks]
-    if len(set(names)) != len(names):
-        raise ValueError(f"each task may be listed once; got {names}")
-    options.check_tasks(names)
+    options.check_tasks([spec.use for spec in tasks])
     plans = []
     for spec in tasks:
         rerank, refine = options.rerank.get(spec.use), options.refine.get(spec.use)

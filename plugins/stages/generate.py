@@ -49,10 +49,7 @@ class GenerateStage:
         model_stage: str = upstream("train")
 
         def __attrs_post_init__(self) -> None:
-            names = [spec.use for spec in self.tasks]
-            if len(set(names)) != len(names):
-                raise ValueError(f"each task may be listed once; got {names}")
-            self.check_tasks(names)
+            self.check_tasks([spec.use for spec in self.tasks])
 
     def __init__(self, config: Config) -> None:
         self.config = config
