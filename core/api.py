@@ -123,6 +123,8 @@ _EXPORTS: dict[str, tuple[str, str]] = {
     "Registry": ("registry", "Registry"),
     "KINDS": ("registry", "KINDS"),
     # errors
+    "UserError": ("errors", "UserError"),
+    "ArtefactError": ("errors", "ArtefactError"),
     "ConfigError": ("config", "ConfigError"),
     "RecipeError": ("recipe", "RecipeError"),
     "PluginError": ("registry", "PluginError"),

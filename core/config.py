@@ -17,13 +17,15 @@ from typing import Any, Literal, Mapping, Union
 import attrs
 import cattrs
 
+from .errors import UserError
+
 KIND_KEY = "mmgen_kind"
 MANY_KEY = "mmgen_many"  # False: one component; True: a list; "map": a mapping of name -> component
 RAW_DEFAULT_KEY = "mmgen_raw_default"
 UPSTREAM_KEY = "mmgen_upstream"
 
 
-class ConfigError(ValueError):
+class ConfigError(UserError, ValueError):
     """A recipe value that does not fit its config; `path` says where."""
 
     def __init__(self, path: str, message: str) -> None:

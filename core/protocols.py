@@ -13,6 +13,7 @@ from typing import Any, ClassVar, Iterable, Iterator, Mapping, Protocol, Sequenc
 import attrs
 
 from .batch import Generation, Record, Segment, TokenBatch
+from .errors import UserError
 from .token_space import JointTokenSpace, TokenSpace
 
 
@@ -204,7 +205,7 @@ class Metric(Protocol):
     def compute(self, generations: Iterable[Generation]) -> dict[str, float]: ...
 
 
-class TrackerUnavailable(RuntimeError):
+class TrackerUnavailable(UserError, RuntimeError):
     """A tracking back end cannot be reached; trackers raise it from `start`, before any work."""
 
 

@@ -21,9 +21,10 @@ import attrs
 import yaml
 
 from .config import ConfigError, Spec, component, declared_inputs, did_you_mean, structure_attrs, structure_spec, to_data
+from .errors import UserError
 
 
-class RecipeError(ValueError):
+class RecipeError(UserError, ValueError):
     """A recipe that cannot run, with the file and the YAML path of the problem."""
 
 

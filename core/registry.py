@@ -18,6 +18,7 @@ import attrs
 import pluggy
 
 from . import hookspecs
+from .errors import UserError
 from .version import __version__
 
 log = logging.getLogger(__name__)
@@ -46,7 +47,7 @@ EXTRA_ENV = "MMGEN_PLUGINS"  # comma-separated extra plugin modules (development
 TRACE_ENV = "MMGEN_TRACE_HOOKS"
 
 
-class PluginError(Exception):
+class PluginError(UserError):
     """A plugin could not be loaded or registered something invalid."""
 
 

@@ -6,12 +6,12 @@ import json
 from pathlib import Path
 from typing import Any, Mapping
 
-from mmgen.api import atomic_write_text
+from mmgen.api import ArtefactError, atomic_write_text
 
 INDEX_FILE = "tokenizers.json"
 
 
-class SavedTokenizerError(Exception):
+class SavedTokenizerError(ArtefactError):
     """A saved tokenizer folder is missing, incomplete or altered."""
 
 

@@ -31,7 +31,7 @@ from typing import Any, Iterator
 import attrs
 import lmdb
 
-from mmgen.api import Record
+from mmgen.api import ArtefactError, Record
 
 FORMAT = "mmgen.lmdb"
 SCHEMA_VERSION = 1
@@ -45,7 +45,7 @@ INITIAL_MAP_SIZE = 1 << 26
 CHECKSUM_MODULUS = 1 << 256
 
 
-class StoreError(Exception):
+class StoreError(ArtefactError):
     """A store that is missing, of another format, or corrupt."""
 
 

@@ -22,6 +22,8 @@ from typing import Any, Mapping, NamedTuple, Sequence
 import lmdb
 import numpy as np
 
+from mmgen.api import ArtefactError
+
 from .lmdb_store import LmdbStore, close_environment, environment
 
 FORMAT = "mmgen.token_cache"
@@ -33,7 +35,7 @@ ROW_HEADER = struct.Struct("<II")  # rows, row length
 MASK64 = (1 << 64) - 1
 
 
-class StaleCacheError(Exception):
+class StaleCacheError(ArtefactError):
     """The cache was made by other tokenizers (or from another source) than the ones given."""
 
 

@@ -16,6 +16,8 @@ from typing import Mapping
 
 import torch
 
+from mmgen.api import UserError
+
 from .architecture import ArchitectureConfig
 from .autoencoder import VQAutoencoder
 
@@ -26,7 +28,7 @@ MIDDLE = {"block_1": "block1", "attn_1": "attention", "block_2": "block2"}
 TAMING_NORM_GROUPS = 32
 
 
-class TamingCheckpointError(ValueError):
+class TamingCheckpointError(UserError, ValueError):
     """A file that is not a taming VQ-GAN checkpoint, or uses a variant this plugin does not implement."""
 
 
