@@ -1,12 +1,17 @@
-"""Training checkpoints: atomic files, keep-last-K, discovery of the latest.
+"""Training checkpoints: atomic files with a content hash beside each, keep-last-K, discovery of the latest.
 
 A checkpoint holds only tensors, plain containers and python scalars so that it
 loads with `torch.load(weights_only=True)`: no pickled objects can run code on
-load. Files are named `step-00001234.pt` by the number of finished steps.
+load. Files are named `step-00001234.pt` by the number of finished steps; each
+has a `step-00001234.pt.sha256` written before it, so a complete checkpoint
+always has its hash and `load` refuses one whose bytes changed.
 """
 
 from __future__ import annotations
 
+import hashlib
+import io
+import logging
 import random
 import re
 from pathlib import Path
@@ -15,20 +20,44 @@ from typing import Any, Mapping
 import numpy as np
 import torch
 
-from .atomic import atomic_writer
+from .atomic import atomic_write_bytes, atomic_writer
+from .errors import ArtefactError
+from .integrity import SIDECAR_SUFFIX, check_sidecar, sidecar_path, write_sidecar
+
+log = logging.getLogger(__name__)
 
 _NAME = re.compile(r"^step-(\d{8,})\.pt$")
 _TEMP_PREFIX = ".tmp-"
+_SET_ASIDE_PREFIX = ".corrupt-"
+REMEDY = "delete it to resume from the previous checkpoint, or restore it"
 
 
 def write_atomic(path: Path, state: Mapping[str, Any]) -> None:
-    """Write `state` to `path` so that a reader sees the old file or the whole new one."""
-    with atomic_writer(path, prefix=_TEMP_PREFIX, suffix=".pt") as handle:
-        torch.save(dict(state), handle)
+    """Write `state` to `path` so that a reader sees the old file or the whole new one, its hash first."""
+    buffer = io.BytesIO()
+    torch.save(dict(state), buffer)
+    data = buffer.getbuffer()
+    sidecar = sidecar_path(path)
+    previous = sidecar.read_bytes() if sidecar.is_file() else None
+    write_sidecar(path, hashlib.sha256(data).hexdigest())
+    try:
+        with atomic_writer(path, prefix=_TEMP_PREFIX, suffix=".pt") as handle:
+            handle.write(data)
+    except BaseException:  # the old file (if any) stays: so must its hash
+        if previous is None:
+            sidecar.unlink(missing_ok=True)
+        else:
+            atomic_write_bytes(sidecar, previous)
+        raise
 
 
 def load(path: Path, *, map_location: str | torch.device = "cpu") -> dict[str, Any]:
-    return torch.load(path, map_location=map_location, weights_only=True)
+    """The checkpoint at `path`, after checking it against its `.sha256`; ArtefactError if it does not match."""
+    check_sidecar(path, remedy=REMEDY)
+    try:
+        return torch.load(path, map_location=map_location, weights_only=True)
+    except Exception as exc:  # the hash matched, so the file was written this way: say so rather than crash
+        raise ArtefactError(f"{path}: matches its hash but cannot be loaded ({type(exc).__name__}: {exc})") from None
 
 
 def checkpoint_name(step: int) -> str:
@@ -65,19 +94,46 @@ class CheckpointDir:
         return path
 
     def remove_stale_temporaries(self) -> list[Path]:
-        """Delete temporary files left by a writer that was killed mid-write."""
+        """Delete temporary files left by a writer that was killed mid-write, and hashes of checkpoints
+        that were never written."""
         if not self.directory.is_dir():
             return []
         stale = [p for p in self.directory.iterdir() if p.name.startswith(_TEMP_PREFIX)]
+        stale += [
+            p
+            for p in self.directory.glob(f"step-*.pt{SIDECAR_SUFFIX}")
+            if not p.with_name(p.name.removesuffix(SIDECAR_SUFFIX)).exists()
+        ]
         for p in stale:
             p.unlink(missing_ok=True)
         return stale
+
+    def set_aside_corrupt(self) -> list[Path]:
+        """Check the checkpoints newest first until one matches its hash; each corrupt one on the way is
+        renamed `.corrupt-step-....pt` (kept for inspection) with a warning, so `latest()` is a good one.
+
+        A flipped byte costs the steps since the checkpoint before it, not the run.
+        """
+        aside = []
+        for step in reversed(self.steps()):
+            path = self.path(step)
+            try:
+                check_sidecar(path, remedy=REMEDY)
+                break
+            except ArtefactError as exc:
+                target = path.with_name(_SET_ASIDE_PREFIX + path.name)
+                path.replace(target)
+                sidecar_path(path).unlink(missing_ok=True)
+                aside.append(target)
+                log.warning("%s; set aside as %s, resuming from the checkpoint before it", exc, target.name)
+        return aside
 
     def _prune(self) -> None:
         if self.keep_last is None:
             return
         for step in self.steps()[: -self.keep_last]:
             self.path(step).unlink(missing_ok=True)
+            sidecar_path(self.path(step)).unlink(missing_ok=True)
 
 
 def capture_rng(generator: torch.Generator) -> dict[str, Any]:

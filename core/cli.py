@@ -188,8 +188,10 @@ def plugins() -> None:
 
 def _add_core_commands() -> None:
     from .generate_command import generate
+    from .verify_command import verify
 
     main.add_command(generate)
+    main.add_command(verify)
 
 
 _add_core_commands()

@@ -67,9 +67,12 @@ def option_data(
 def stage_inputs(
     run_dir: Path | None, stages: tuple[str, ...], needed: list[str], *, registry: Any, device: str
 ) -> Any:
-    """StageInputs over the folders `needed` by key: `--stage KEY=DIR`, else the newest finished one in `--run`."""
+    """StageInputs over the folders `needed` by key: `--stage KEY=DIR`, else the newest finished one in `--run`.
+
+    Each folder is checked against the hashes recorded when its stage finished before anything reads it.
+    """
     from .stage import StageInputs
-    from .stage_folder import newest_finished, read_done
+    from .stage_folder import newest_finished, verify
 
     given = {}
     for text in stages:
@@ -85,7 +88,7 @@ def stage_inputs(
             folders[key] = newest_finished(run_dir, key)
         else:
             raise ValueError(f"generation reads the {key!r} stage: give --run DIR or --stage {key}=DIR")
-    uses = {key: read_done(folder)["use"] for key, folder in folders.items()}
+    uses = {key: verify(folder)["use"] for key, folder in folders.items()}
     return StageInputs(folders, uses=uses, registry=registry, device=device, reader="mmgen generate")
 
 

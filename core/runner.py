@@ -1,18 +1,18 @@
 """Runs a recipe's stages in order, skipping those whose artefacts are already done.
 
 A stage's folder is `<workdir>/artefacts/<stage>-<hash>` (stage_folder.py), the
-hash covering the stage's resolved config, the hashes of every earlier stage
-and the version of the package that provides the stage, so a change anywhere
-upstream (or an upgrade whose presets or defaults differ) gives a new folder
-and a stale artefact is never read. The folder counts as finished only once
-it is marked done (atomically); an unfinished folder is reused, so a stage
-with checkpoints resumes. Each stage sees only the earlier stages it declares
-(`upstream` config fields), as `ctx.inputs`.
+hash (stage_key.py) covering the stage's resolved config, the hashes of every
+earlier stage and the package version of every component the stage builds, so
+a change anywhere upstream (or an upgraded plugin) gives a new folder and a
+stale artefact is never read. The folder counts as finished only once it is
+marked done (atomically, with the sha256 of every file); an unfinished folder is
+reused, so a stage with checkpoints resumes. One process at a time writes a
+folder (an advisory lock). Each stage sees only the earlier stages it declares
+(`upstream` config fields), as `ctx.inputs`, verified before they are read.
 """
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import shutil
@@ -24,13 +24,13 @@ import attrs
 import yaml
 
 from . import stage_folder
-from .config import declared_inputs, to_data
+from .config import declared_inputs
+from .errors import UserError
 from .recipe import Recipe, RecipeError
 from .stage import StageContext, StageInputs
+from .stage_key import stage_hash
 
 log = logging.getLogger(__name__)
-
-HASH_FORMAT = 1  # bump when the meaning of a stage folder changes
 
 
 @attrs.frozen(kw_only=True)
@@ -41,20 +41,6 @@ class StageResult:
     cached: bool
     seconds: float
     reused: bool = False
-
-
-def stage_hash(use: str, config_data: Any, upstream: str, *, version: str = "") -> str:
-    payload = {"format": HASH_FORMAT, "use": use, "config": config_data, "upstream": upstream, "version": version}
-    return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:16]
-
-
-def provider_version(registry: Any, spec: Any) -> str:
-    """"<package> <version>" of the plugin that provides a stage ("" for a registry without providers)."""
-    entry = getattr(registry, "entry", None)
-    if entry is None:
-        return ""
-    provider = entry(spec.kind, spec.use).provider
-    return f"{provider.package} {provider.version}"
 
 
 def resolve_device(device: str) -> str:
@@ -83,7 +69,7 @@ def check_reuse(recipe: Recipe, reuse: Mapping[str, Path]) -> None:
             raise RecipeError(f"--reuse {key}={folder}: the recipe has no stage {key!r} (stages: {', '.join(uses)})")
         try:
             done = stage_folder.read_done(folder)
-        except FileNotFoundError as exc:
+        except UserError as exc:
             raise RecipeError(f"--reuse {key}={folder}: {exc}") from None
         if done["use"] != uses[key]:
             raise RecipeError(f"--reuse {key}={folder}: made by stage {done['use']!r}, the recipe's {key!r} is {uses[key]!r}")
@@ -131,46 +117,38 @@ def _run_stages(
     results = []
     upstream = ""
     for entry in recipe.stages:
-        digest = stage_hash(
-            entry.spec.use, to_data(entry.spec.config), upstream, version=provider_version(registry, entry.spec)
-        )
-        out_dir = stage_folder.folder(recipe.header.workdir, entry.key, digest)
+        start = time.perf_counter()
         if entry.key in reuse:
             out_dir = reuse[entry.key]
-            digest = stage_folder.read_done(out_dir)["hash"]
+            digest = stage_folder.verify(out_dir)["hash"]  # a shipped folder is checked like any other
+            cached = True
             log.info("stage %s: reusing %s", entry.key, out_dir)
-        upstream = digest
-        if force and out_dir.exists() and entry.key not in reuse:
-            shutil.rmtree(out_dir)
-        start = time.perf_counter()
-        cached = stage_folder.is_done(out_dir)
-        if cached:
-            log.info("stage %s: already done in %s", entry.key, out_dir)
         else:
-            log.info("stage %s: running in %s", entry.key, out_dir)
-            out_dir.mkdir(parents=True, exist_ok=True)
-            stage = registry.build(entry.spec)
-            # Only what the stage declared (checked when the recipe loaded): nothing else is reachable.
-            declared = {key for _, key in declared_inputs(entry.spec.config)}
-            inputs = StageInputs(
-                {key: artefacts[key] for key in declared},
-                uses={key: uses[key] for key in declared},
-                registry=registry,
-                device=device,
-                reader=f"stage {entry.key!r}",
-            )
-            context = StageContext(
-                out_dir=out_dir,
-                inputs=inputs,
-                registry=registry,
-                tracker=tracker,
-                seed=recipe.header.seed,
-                device=device,
-            )
-            stage.run(context)
-            seconds = time.perf_counter() - start
-            stage_folder.mark_done(out_dir, key=entry.key, use=entry.spec.use, digest=digest, seconds=seconds)
-            tracker.log_metrics({f"stage_seconds.{entry.key}": seconds})
+            digest = stage_hash(entry.spec, upstream, registry=registry)
+            out_dir = stage_folder.folder(recipe.header.workdir, entry.key, digest)
+            with stage_folder.writer_lock(out_dir):
+                if force and out_dir.exists():
+                    shutil.rmtree(out_dir)
+                cached = stage_folder.is_done(out_dir)  # read under the lock: another process may just have finished
+                if cached:
+                    log.info("stage %s: already done in %s", entry.key, out_dir)
+                else:
+                    # Only what the stage declared (checked when the recipe loaded): nothing else is reachable.
+                    declared = {key for _, key in declared_inputs(entry.spec.config)}
+                    for key in declared:  # every input checked against its recorded hashes before it is read
+                        stage_folder.verify(artefacts[key])
+                    inputs = StageInputs(
+                        {key: artefacts[key] for key in declared},
+                        uses={key: uses[key] for key in declared},
+                        registry=registry,
+                        device=device,
+                        reader=f"stage {entry.key!r}",
+                    )
+                    _run_stage(entry, out_dir, inputs=inputs, recipe=recipe, registry=registry, tracker=tracker)
+                    seconds = time.perf_counter() - start
+                    stage_folder.mark_done(out_dir, key=entry.key, use=entry.spec.use, digest=digest, seconds=seconds)
+                    tracker.log_metrics({f"stage_seconds.{entry.key}": seconds})
+        upstream = digest
         # Later stages find this one by its key and by its plugin name.
         for name in (entry.key, entry.spec.use):
             if name not in artefacts or name == entry.key:
@@ -186,3 +164,19 @@ def _run_stages(
             )
         )
     return results
+
+
+def _run_stage(entry: Any, out_dir: Path, *, inputs: StageInputs, recipe: Recipe, registry: Any, tracker: Any) -> None:
+    """Build the stage plugin and run it in `out_dir`, which it may find half-written by a killed run."""
+    log.info("stage %s: running in %s", entry.key, out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    stage = registry.build(entry.spec)
+    context = StageContext(
+        out_dir=out_dir,
+        inputs=inputs,
+        registry=registry,
+        tracker=tracker,
+        seed=recipe.header.seed,
+        device=resolve_device(recipe.header.device),
+    )
+    stage.run(context)

@@ -468,6 +468,7 @@ class Trainer:
         """Restore the latest checkpoint in out_dir, if any; returns the step to continue from."""
         if run.ctx.is_main:
             self.checkpoints.remove_stale_temporaries()
+            self.checkpoints.set_aside_corrupt()
         distributed.barrier(run.ctx)
         path = self.checkpoints.latest()
         if path is None:

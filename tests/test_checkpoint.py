@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import multiprocessing
 import os
+import re
 import random
 import signal
 import sys
@@ -19,6 +20,7 @@ sys.path.insert(0, str(Path(__file__).parent))
 from trainer_helpers import MemoryTracker, TinyMLP, collate, make_data, mse_loss  # noqa: E402
 
 from mmgen import checkpoint  # noqa: E402
+from mmgen.api import ArtefactError  # noqa: E402
 from mmgen.checkpoint import CheckpointDir, capture_rng, restore_rng, write_atomic  # noqa: E402
 from mmgen.trainer import Trainer, TrainerConfig  # noqa: E402
 
@@ -34,7 +36,7 @@ def test_failed_write_leaves_the_previous_file_and_no_partial_file(tmp_path, mon
     monkeypatch.setattr(checkpoint.torch, "save", dies_mid_write)
     with pytest.raises(OSError, match="disk full"):
         write_atomic(target, {"value": torch.tensor([2.0])})
-    assert os.listdir(tmp_path) == ["step-00000001.pt"]
+    assert sorted(os.listdir(tmp_path)) == ["step-00000001.pt", "step-00000001.pt.sha256"]
     assert checkpoint.load(target)["value"].tolist() == [1.0]
 
 
@@ -42,7 +44,12 @@ def test_keep_last_keeps_exactly_the_newest_files(tmp_path):
     directory = CheckpointDir(tmp_path, keep_last=2)
     for step in (3, 6, 9, 12):
         directory.save(step, {"step": step})
-    assert sorted(os.listdir(tmp_path)) == ["step-00000009.pt", "step-00000012.pt"]
+    assert sorted(os.listdir(tmp_path)) == [
+        "step-00000009.pt",
+        "step-00000009.pt.sha256",
+        "step-00000012.pt",
+        "step-00000012.pt.sha256",
+    ]
     assert directory.latest() == tmp_path / "step-00000012.pt"
     assert directory.steps() == [9, 12]
 
@@ -51,9 +58,38 @@ def test_latest_ignores_temporaries_of_a_killed_writer_and_they_are_removed(tmp_
     directory = CheckpointDir(tmp_path, keep_last=3)
     directory.save(4, {"step": 4})
     (tmp_path / ".tmp-abc.pt").write_bytes(b"partial")
+    # Killed after writing the hash of step 8 but before the checkpoint itself.
+    (tmp_path / "step-00000008.pt.sha256").write_text("0" * 64 + "  step-00000008.pt\n")
     assert directory.latest() == tmp_path / "step-00000004.pt"
-    assert directory.remove_stale_temporaries() == [tmp_path / ".tmp-abc.pt"]
-    assert os.listdir(tmp_path) == ["step-00000004.pt"]
+    assert directory.remove_stale_temporaries() == [tmp_path / ".tmp-abc.pt", tmp_path / "step-00000008.pt.sha256"]
+    assert sorted(os.listdir(tmp_path)) == ["step-00000004.pt", "step-00000004.pt.sha256"]
+
+
+def test_a_changed_byte_is_refused_with_the_file_named(tmp_path):
+    target = tmp_path / "step-00000001.pt"
+    write_atomic(target, {"value": torch.arange(100.0)})
+    data = bytearray(target.read_bytes())
+    data[len(data) // 2] ^= 0x01
+    target.write_bytes(bytes(data))
+    with pytest.raises(ArtefactError, match=rf"^{re.escape(str(target))}: content does not match step-00000001.pt.sha256"):
+        checkpoint.load(target)
+    (tmp_path / "step-00000001.pt.sha256").unlink()
+    with pytest.raises(ArtefactError, match=r"no readable content hash beside it \(step-00000001.pt.sha256\)"):
+        checkpoint.load(target)
+
+
+def test_corrupt_checkpoints_are_set_aside_and_the_newest_good_one_is_latest(tmp_path, caplog):
+    directory = CheckpointDir(tmp_path, keep_last=None)
+    for step in (2, 4, 6):
+        directory.save(step, {"step": torch.tensor(step)})
+    for step in (4, 6):
+        path = directory.path(step)
+        path.write_bytes(path.read_bytes()[:-10])  # truncated, as by a full disk outside mmgen's writer
+    assert directory.set_aside_corrupt() == [tmp_path / ".corrupt-step-00000006.pt", tmp_path / ".corrupt-step-00000004.pt"]
+    assert directory.latest() == tmp_path / "step-00000002.pt"
+    assert checkpoint.load(directory.latest())["step"].item() == 2
+    assert "set aside as .corrupt-step-00000006.pt" in caplog.text
+    assert directory.set_aside_corrupt() == []  # the good one is not touched
 
 
 def test_empty_directory_has_no_latest(tmp_path):
@@ -126,7 +162,7 @@ def test_sigkill_then_resume_follows_the_uninterrupted_loss_curve(tmp_path):
 
     out_dir, losses = tmp_path / "killed", tmp_path / "losses.txt"
     assert run_in_child(out_dir, losses, kill_at=8) == -signal.SIGKILL
-    assert sorted(os.listdir(out_dir / "checkpoints")) == ["step-00000003.pt", "step-00000006.pt"]
+    assert CheckpointDir(out_dir / "checkpoints", keep_last=None).steps() == [3, 6]
     assert run_in_child(out_dir, losses, kill_at=-1) == 0
 
     logged = read_losses(losses)
@@ -134,4 +170,9 @@ def test_sigkill_then_resume_follows_the_uninterrupted_loss_curve(tmp_path):
     assert [step for step, _ in logged] == [*range(1, 9), *range(7, 13)]
     assert logged[:8] == uninterrupted[:8]
     assert logged[8:] == uninterrupted[6:]
-    assert sorted(os.listdir(out_dir / "checkpoints")) == ["step-00000009.pt", "step-00000012.pt"]
+    assert sorted(os.listdir(out_dir / "checkpoints")) == [
+        "step-00000009.pt",
+        "step-00000009.pt.sha256",
+        "step-00000012.pt",
+        "step-00000012.pt.sha256",
+    ]

@@ -56,8 +56,15 @@ DistinctOutputs = metric_module.DistinctOutputs
 @pytest.fixture(scope="module")
 def site(tmp_path_factory) -> Path:
     """The example installed with pip into a fresh folder (built from a copy: the sources stay clean)."""
-    work = tmp_path_factory.mktemp("example")
+    return install_example(tmp_path_factory.mktemp("example"))
+
+
+def install_example(work: Path, *, version: str | None = None) -> Path:
+    """pip-install a copy of the example into `work/site`; `version` replaces the one in its pyproject."""
     source = shutil.copytree(EXAMPLE, work / "src", ignore=shutil.ignore_patterns("build", "*.egg-info", "__pycache__"))
+    if version is not None:
+        pyproject = source / "pyproject.toml"
+        pyproject.write_text(re.sub(r'(?m)^version = ".*"$', f'version = "{version}"', pyproject.read_text()))
     target = work / "site"
     subprocess.run(
         [sys.executable, "-m", "pip", "install", "-q", "--no-deps", "--no-build-isolation", "--target", str(target), str(source)],
@@ -118,6 +125,32 @@ def test_the_tiny_recipe_runs_end_to_end(site, tmp_path):
     assert metrics["distinct_outputs/i2t/distinct"] == len(set(captions)) / 4
     pictures = [g.outputs["image"] for g in generations if g.task == "t2i"]
     assert all(p.dtype == np.uint8 and p.shape == (16, 16, 3) for p in pictures)
+
+
+def test_an_upgraded_plugin_redoes_the_stages_that_use_it_and_nothing_else(site, tmp_path_factory, tmp_path):
+    upgraded = install_example(tmp_path_factory.mktemp("example-upgraded"), version="0.2.0")
+    command = [sys.executable, "-m", "mmgen.cli", "-q", "run", str(EXAMPLE / "recipes" / "tiny.yaml")]
+    command += ["--set", f"workdir={tmp_path / 'runs'}"]
+
+    def stage_states(installed: Path) -> dict[str, str]:
+        result = subprocess.run(command, env=installed_env(installed), cwd=tmp_path, capture_output=True, text=True)
+        assert result.returncode == 0, result.stderr[-3000:]
+        lines = result.stdout.splitlines()
+        table = lines[lines.index(next(x for x in lines if x.split() == ["stage", "seconds", "folder"])) + 1 :]
+        rows = [line.split() for line in table[: next(i for i, x in enumerate(table) if x.startswith("total"))]]
+        return {key: state for key, state, _ in rows}
+
+    assert set(stage_states(site).values()) != {"cached"}
+    # 0.1.0 -> 0.2.0 of the package behind `linear_schedule` (generate) and `distinct_outputs` (evaluate).
+    states = stage_states(upgraded)
+    assert {key: state == "cached" for key, state in states.items()} == {
+        "data": True,
+        "tokenizers": True,
+        "cache": True,
+        "train": True,
+        "generate": False,
+        "evaluate": False,
+    }
 
 
 # ---- the sampler on a fake model ----------------------------------------------------------

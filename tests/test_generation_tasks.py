@@ -18,6 +18,7 @@ from click.testing import CliRunner
 from generation_helpers import FakeModel, GridImageTokenizer, WordTokenizer, peaked, uniform_over
 from generation_helpers import one_thread  # noqa: F401 (an autouse fixture)
 from mmgen.api import (
+    ArtefactError,
     CENTRE,
     Cell,
     ConfigError,
@@ -975,8 +976,8 @@ def test_newest_finished_stage_folder(tmp_path):
     tokenizers_dir = stage_folder(tmp_path, "tokenizers", "ddd", mtime=50)
     assert newest_finished(tmp_path, "train") == train_b
     assert newest_finished(tmp_path, "tokenizers") == tokenizers_dir
-    assert read_done(train_b) == {"stage": "train", "use": "train", "hash": "bbb", "seconds": 1.0}
-    with pytest.raises(FileNotFoundError, match="no finished 'clip' stage under"):
+    assert read_done(train_b) == {"stage": "train", "use": "train", "hash": "bbb", "seconds": 1.0, "files": {}}
+    with pytest.raises(ArtefactError, match="no finished 'clip' stage under"):
         newest_finished(tmp_path, "clip")
-    with pytest.raises(FileNotFoundError, match="is not a finished stage folder"):
+    with pytest.raises(ArtefactError, match="is not a finished stage folder"):
         read_done(unfinished)

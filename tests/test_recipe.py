@@ -177,6 +177,6 @@ def test_reuse_is_checked_before_any_work(recipe_file, tmp_path):
         check_reuse(recipe, {"third": tmp_path})
     with pytest.raises(RecipeError, match=r"--reuse first=.*is not a finished stage folder"):
         check_reuse(recipe, {"first": tmp_path})
-    (tmp_path / "DONE.json").write_text('{"use": "train", "hash": "x"}')
+    (tmp_path / "DONE.json").write_text('{"stage": "first", "use": "train", "hash": "x"}')
     with pytest.raises(RecipeError, match=r"made by stage 'train', the recipe's 'first' is 'toy_stage'"):
         check_reuse(recipe, {"first": tmp_path})
