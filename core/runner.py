@@ -13,12 +13,14 @@ folder (an advisory lock). Each stage sees only the earlier stages it declares
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import json
 import logging
 import shutil
 import time
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any, Iterator, Mapping
 
 import attrs
 import yaml
@@ -31,6 +33,8 @@ from .stage import StageContext, StageInputs
 from .stage_key import stage_hash
 
 log = logging.getLogger(__name__)
+
+NEARLY_FULL_BYTES = 1 << 20  # a write that fails with less free than this failed for want of space
 
 
 @attrs.frozen(kw_only=True)
@@ -131,6 +135,7 @@ def _run_stages(
                     shutil.rmtree(out_dir)
                 cached = stage_folder.is_done(out_dir)  # read under the lock: another process may just have finished
                 if cached:
+                    stage_folder.read_done(out_dir)  # an unreadable record is an error, not a finished stage
                     log.info("stage %s: already done in %s", entry.key, out_dir)
                 else:
                     # Only what the stage declared (checked when the recipe loaded): nothing else is reachable.
@@ -144,9 +149,12 @@ def _run_stages(
                         device=device,
                         reader=f"stage {entry.key!r}",
                     )
-                    _run_stage(entry, out_dir, inputs=inputs, recipe=recipe, registry=registry, tracker=tracker)
-                    seconds = time.perf_counter() - start
-                    stage_folder.mark_done(out_dir, key=entry.key, use=entry.spec.use, digest=digest, seconds=seconds)
+                    with disk_full_is_a_user_error(entry.key, out_dir):
+                        _run_stage(entry, out_dir, inputs=inputs, recipe=recipe, registry=registry, tracker=tracker)
+                        seconds = time.perf_counter() - start
+                        stage_folder.mark_done(
+                            out_dir, key=entry.key, use=entry.spec.use, digest=digest, seconds=seconds
+                        )
                     tracker.log_metrics({f"stage_seconds.{entry.key}": seconds})
         upstream = digest
         # Later stages find this one by its key and by its plugin name.
@@ -164,6 +172,35 @@ def _run_stages(
             )
         )
     return results
+
+
+@contextlib.contextmanager
+def disk_full_is_a_user_error(key: str, out_dir: Path) -> Iterator[None]:
+    """A full disk is one clear line, not a traceback: nothing is lost, the stage resumes once there is room.
+
+    Most writers raise OSError(ENOSPC); some (torch.save) wrap it in their own error, so a failure
+    on a filesystem with (almost) no space left is taken to be that too.
+    """
+    try:
+        yield
+    except Exception as exc:
+        if isinstance(exc, UserError):
+            raise
+        full = isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT)
+        if not (full or _nearly_full(out_dir)):
+            raise
+        where = getattr(exc, "filename", None) or out_dir
+        raise UserError(
+            f"stage {key!r}: no space left on the device writing {where}; free some space and run the same "
+            "command again (finished stages are kept, this one resumes)"
+        ) from None
+
+
+def _nearly_full(path: Path) -> bool:
+    try:
+        return shutil.disk_usage(path).free < NEARLY_FULL_BYTES
+    except OSError:
+        return False
 
 
 def _run_stage(entry: Any, out_dir: Path, *, inputs: StageInputs, recipe: Recipe, registry: Any, tracker: Any) -> None:
