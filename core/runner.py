@@ -27,6 +27,7 @@ from . import stage_folder
 from .config import declared_inputs, to_data
 from .recipe import Recipe, RecipeError
 from .stage import StageContext, StageInputs
+from .stage_tracker import StageTracker
 
 log = logging.getLogger(__name__)
 
@@ -159,18 +160,20 @@ def _run_stages(
                 device=device,
                 reader=f"stage {entry.key!r}",
             )
+            # Everything the stage logs is named under its key (`train/loss`), as is its time.
+            stage_tracker = StageTracker(tracker, key=entry.key)
             context = StageContext(
                 out_dir=out_dir,
                 inputs=inputs,
                 registry=registry,
-                tracker=tracker,
+                tracker=stage_tracker,
                 seed=recipe.header.seed,
                 device=device,
             )
             stage.run(context)
             seconds = time.perf_counter() - start
             stage_folder.mark_done(out_dir, key=entry.key, use=entry.spec.use, digest=digest, seconds=seconds)
-            tracker.log_metrics({f"stage_seconds.{entry.key}": seconds})
+            stage_tracker.log_metrics({"seconds": seconds})
         # Later stages find this one by its key and by its plugin name.
         for name in (entry.key, entry.spec.use):
             if name not in artefacts or name == entry.key:

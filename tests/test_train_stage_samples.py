@@ -309,7 +309,7 @@ def test_the_stage_logs_samples_then_the_model(registry, artefacts, tmp_path, st
 
     # First the parameter count, at the end the saved files, as they are on disk.
     count = sum(p.numel() for p in model.parameters())
-    assert tracker.calls[0] == ("metrics", {"train/parameters": float(count)}, None)
+    assert tracker.calls[0] == ("metrics", {"parameters": float(count)}, None)
     assert tracker.calls[-2:] == [
         ("artifact", tmp_path / WEIGHTS_FILE, "model", (tmp_path / WEIGHTS_FILE).read_bytes()),
         ("artifact", tmp_path / DESCRIPTION_FILE, "model", (tmp_path / DESCRIPTION_FILE).read_bytes()),
