@@ -929,8 +929,8 @@ def test_generate_then_evaluate_stages(tmp_path):
     assert np.array_equal(generations[0].outputs["image"], stripes_decoded())
     assert tracker.artifacts == ["generations.jsonl"]
     assert tracker.images == [("grid-t2i.png", "grid-t2i", 0), ("grid-i2t.png", "grid-i2t", 0)]
-    # Captions of the task that writes text, against the record's reference (its meta here).
-    table = {"key": ["test-0", "test-1"], "generated": ["red circle"] * 2, "reference": ["0", "1"]}
+    # Captions of the task that writes text, against each record's own caption.
+    table = {"key": ["test-0", "test-1"], "generated": ["red circle"] * 2, "reference": ["a red circle"] * 2}
     assert tracker.tables == {"captions-i2t.json": table}
     assert GenerateStage.summary(gen_dir) == [f"grids: {gen_dir / 'grid-i2t.png'}, {gen_dir / 'grid-t2i.png'}"]
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 
@@ -10,10 +10,13 @@ def writes_text(generations: Sequence[Any]) -> bool:
     return any(isinstance(v, str) for g in generations for v in g.outputs.values())
 
 
-def caption_table(generations: Sequence[Any]) -> dict[str, list[str]]:
-    """One row per generation: its key, the texts it generated, the record's own (its reference), ` | `-joined."""
+def caption_table(generations: Sequence[Any], *, references: Mapping[str, str] | None = None) -> dict[str, list[str]]:
+    """One row per generation: its key, the texts it generated (` | `-joined) and the record's own text:
+    `references[key]` when given, else the generation's reference values, ` | `-joined."""
     return {
         "key": [g.key for g in generations],
         "generated": [" | ".join(v for v in g.outputs.values() if isinstance(v, str)) for g in generations],
-        "reference": [" | ".join(str(v) for v in g.reference.values()) for g in generations],
+        "reference": [
+            references[g.key] if references else " | ".join(str(v) for v in g.reference.values()) for g in generations
+        ],
     }

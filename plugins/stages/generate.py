@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -107,11 +107,13 @@ class GenerateStage:
             log.info("generate: %d %s generations", len(made), plan.task.name)
             generations.extend(made)
         jsonl = publish(generations, ctx.out_dir, columns=config.grid_columns)
-        log_generations(ctx.tracker, generations, jsonl)
+        captions = {e.key: e.items[config.caption_modality] for e in examples if config.caption_modality in e.items}
+        log_generations(ctx.tracker, generations, jsonl, captions=captions)
 
 
-def log_generations(tracker: Any, generations: Sequence[Any], jsonl: Path) -> None:
-    """The JSONL, each task's grid as publish wrote it (beside the JSONL) and the caption tables."""
+def log_generations(tracker: Any, generations: Sequence[Any], jsonl: Path, *, captions: Mapping[str, str]) -> None:
+    """The JSONL, each task's grid as publish wrote it (beside the JSONL) and, for tasks that write text, a table
+    of the texts against each record's caption (`captions` by key; its meta where it has none)."""
     tracker.log_artifact(jsonl)
     for task in dict.fromkeys(g.task for g in generations):
         made = [g for g in generations if g.task == task]
@@ -119,7 +121,8 @@ def log_generations(tracker: Any, generations: Sequence[Any], jsonl: Path) -> No
             grid = np.asarray(picture.convert("RGB"))
         tracker.log_image(grid, file_name=f"grid-{task}.png", key=f"grid-{task}", step=0)
         if writes_text(made):
-            tracker.log_table(caption_table(made), file_name=f"captions-{task}.json")
+            known = captions if all(g.key in captions for g in made) else None
+            tracker.log_table(caption_table(made, references=known), file_name=f"captions-{task}.json")
 
 
 def example(record: Any, tokenizers: Any, *, caption_modality: str) -> Prompt:
