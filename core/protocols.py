@@ -225,6 +225,11 @@ class Tracker(Protocol):
 
     def log_text(self, text: str, *, file_name: str) -> None: ...
 
-    def log_image(self, image: Any, *, file_name: str) -> None: ...
+    def log_image(self, image: Any, *, file_name: str, key: str | None = None, step: int | None = None) -> None:
+        """A uint8 [H, W, 3] picture kept as `file_name`; with `key`, also the picture at `step` of the series
+        `key` (a tracker that shows series, as MLflow's run view does, lets one step through them)."""
+
+    def log_table(self, data: Mapping[str, Sequence[Any]], *, file_name: str) -> None:
+        """Columns of equal length (name -> values), kept as a table `file_name` (`.json`) the run's view shows."""
 
     def end(self, *, status: str = "FINISHED") -> None: ...

@@ -31,6 +31,7 @@ from .errors import UserError
 from .recipe import Recipe, RecipeError
 from .stage import StageContext, StageInputs
 from .stage_key import stage_hash
+from .stage_tracker import StageTracker
 
 log = logging.getLogger(__name__)
 
@@ -155,7 +156,7 @@ def _run_stages(
                         stage_folder.mark_done(
                             out_dir, key=entry.key, use=entry.spec.use, digest=digest, seconds=seconds
                         )
-                    tracker.log_metrics({f"stage_seconds.{entry.key}": seconds})
+                    StageTracker(tracker, key=entry.key).log_metrics({"seconds": seconds})
         upstream = digest
         # Later stages find this one by its key and by its plugin name.
         for name in (entry.key, entry.spec.use):
@@ -212,7 +213,7 @@ def _run_stage(entry: Any, out_dir: Path, *, inputs: StageInputs, recipe: Recipe
         out_dir=out_dir,
         inputs=inputs,
         registry=registry,
-        tracker=tracker,
+        tracker=StageTracker(tracker, key=entry.key),  # everything the stage logs is named under its key
         seed=recipe.header.seed,
         device=resolve_device(recipe.header.device),
     )

@@ -143,7 +143,7 @@ def test_mlflow_run_holds_recipe_params_and_metrics(toy_env, monkeypatch):
     assert run.info.status == "FINISHED"
     assert run.data.params["stages.only.value"] == "4"
     assert run.data.params["stages.only.sampler.steps"] == "10"
-    assert "stage_seconds.only" in run.data.metrics
+    assert "only/seconds" in run.data.metrics
     assert [a.path for a in client.list_artifacts(run.info.run_id)] == ["recipe.yaml"]
     # The summary says where to find the run.
     assert f"MLflow run {run.info.run_id} in experiment 'toys': open it with `mlflow ui`" in result.output

@@ -118,6 +118,8 @@ class TestTrackers:
         tracker.log_metrics({"loss": 0.5}, step=3)
         tracker.log_text("hello", file_name="hello.txt")
         tracker.log_image(np.zeros((4, 4, 3), dtype=np.uint8), file_name="grid.png")
+        tracker.log_image(np.zeros((4, 4, 3), dtype=np.uint8), file_name="grid-2.png", key="grid", step=2)
+        tracker.log_table({"key": ["a", "b"], "generated": ["x", "y"]}, file_name="captions.json")
         tracker.log_artifact(artefact)
         tracker.end(status="FINISHED")
 

@@ -828,7 +828,7 @@ def test_cli_region_and_count_reach_the_task(tmp_path, monkeypatch):
 
 class FakeTracker:
     def __init__(self):
-        self.metrics, self.artifacts, self.images = {}, [], []
+        self.metrics, self.artifacts, self.images, self.tables = {}, [], [], {}
 
     def log_metrics(self, metrics, *, step=None):
         self.metrics.update(metrics)
@@ -836,8 +836,11 @@ class FakeTracker:
     def log_artifact(self, path, *, artifact_path=None):
         self.artifacts.append(Path(path).name)
 
-    def log_image(self, image, *, file_name):
-        self.images.append(file_name)
+    def log_image(self, image, *, file_name, key=None, step=None):
+        self.images.append((file_name, key, step))
+
+    def log_table(self, data, *, file_name):
+        self.tables[file_name] = {k: list(v) for k, v in data.items()}
 
 
 class CountMetric:
@@ -926,7 +929,10 @@ def test_generate_then_evaluate_stages(tmp_path):
     assert generations[0].inputs == {"text": "a red circle"} and generations[2].outputs == {"text": "red circle"}
     assert np.array_equal(generations[0].outputs["image"], stripes_decoded())
     assert tracker.artifacts == ["generations.jsonl"]
-    assert tracker.images == ["generations/grid-t2i.png", "generations/grid-i2t.png"]
+    assert tracker.images == [("grid-t2i.png", "grid-t2i", 0), ("grid-i2t.png", "grid-i2t", 0)]
+    # Captions of the task that writes text, against each record's own caption.
+    table = {"key": ["test-0", "test-1"], "generated": ["red circle"] * 2, "reference": ["a red circle"] * 2}
+    assert tracker.tables == {"captions-i2t.json": table}
     assert GenerateStage.summary(gen_dir) == [f"grids: {gen_dir / 'grid-i2t.png'}, {gen_dir / 'grid-t2i.png'}"]
 
     evaluate = EvaluateStage.from_config(structure_attrs(EvaluateStage.Config, {"metrics": ["count"]}, registry=stages))

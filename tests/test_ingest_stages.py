@@ -46,15 +46,15 @@ def test_data_stage_writes_one_store_per_split(registry, tmp_path):
     expected = ShapesDataset(size=32, counts={"train": 5, "val": 2, "holdout": 3})
     assert list(LmdbStore(tmp_path / "val.lmdb").records()) == list(expected.records("val"))
     assert tracker.metrics == {
-        "data/train/records": 5,
-        "data/train/skipped": 0,
-        "data/train/fixed": 0,
-        "data/val/records": 2,
-        "data/val/skipped": 0,
-        "data/val/fixed": 0,
-        "data/holdout/records": 3,
-        "data/holdout/skipped": 0,
-        "data/holdout/fixed": 0,
+        "train/records": 5,
+        "train/skipped": 0,
+        "train/fixed": 0,
+        "val/records": 2,
+        "val/skipped": 0,
+        "val/fixed": 0,
+        "holdout/records": 3,
+        "holdout/skipped": 0,
+        "holdout/fixed": 0,
     }
 
 

@@ -25,7 +25,8 @@ from mmgen.generation.options import GenerateOptions, build_sampler
 from mmgen.plugins.datasets.cache_stage import TokenCache
 from mmgen.plugins.models.saved import DESCRIPTION_FILE, WEIGHTS_FILE, load_trained_model
 from mmgen.plugins.stages.train_model import TrainModelStage
-from mmgen.plugins.stages.training_samples import SampleOptions, TrainingSamples, sample_examples, text_table
+from mmgen.plugins.stages.caption_table import caption_table
+from mmgen.plugins.stages.training_samples import SampleOptions, TrainingSamples, sample_examples
 from mmgen.plugins.tasks.builtin import ImageToText, TextToImage
 from mmgen.protocols import ObjectiveOutput, StepInput
 from mmgen.registry import load_registry
@@ -225,11 +226,15 @@ class RecordingTracker:
     def log_metrics(self, metrics, *, step=None) -> None:
         self.calls.append(("metrics", dict(metrics), step))
 
-    def log_image(self, image, *, file_name: str) -> None:
+    def log_image(self, image, *, file_name: str, key=None, step=None) -> None:
         self.calls.append(("image", file_name, np.array(image)))
+        self.calls.append(("series", key, step))
 
     def log_text(self, text: str, *, file_name: str) -> None:
         self.calls.append(("text", file_name, text))
+
+    def log_table(self, data, *, file_name: str) -> None:
+        self.calls.append(("table", file_name, {k: list(v) for k, v in data.items()}))
 
     def log_artifact(self, path, *, artifact_path=None) -> None:
         self.calls.append(("artifact", Path(path), artifact_path, Path(path).read_bytes()))
@@ -281,10 +286,12 @@ def one_line_grid_height() -> int:
 def test_the_stage_logs_samples_then_the_model(registry, artefacts, tmp_path, steps, every, sampled_at):
     # prompts 8 > the 3 val records: all of them.
     tracker, with_tokenizers = run_stage(registry, artefacts, tmp_path, steps=steps, samples={"every": every})
-    images, texts = tracker.of("image"), tracker.of("text")
-    # A grid per task; a text table for the task that writes text.
+    images, tables = tracker.of("image"), tracker.of("table")
+    # A grid per task, also a step of the task's image series; a caption table for the task that writes text.
     assert [name for name, _ in images] == [f"samples/step-{s:06d}-{t}.png" for s in sampled_at for t in ("t2i", "i2t")]
-    assert [name for name, _ in texts] == [f"samples/step-{s:06d}-i2t.txt" for s in sampled_at]
+    assert tracker.of("series") == [(f"samples/{t}", s) for s in sampled_at for t in ("t2i", "i2t")]
+    assert [name for name, _ in tables] == [f"samples/step-{s:06d}-i2t.json" for s in sampled_at]
+    assert tracker.of("text") == []
     for _, grid in images[::2]:  # T2I: one row of 3 cells, each a generated picture above its one-line caption
         assert grid.dtype == np.uint8 and grid.shape == (one_line_grid_height(), GAP + 3 * (TILE + GAP), 3)
 
@@ -299,17 +306,18 @@ def test_the_stage_logs_samples_then_the_model(registry, artefacts, tmp_path, st
     made = samples.generate(model)
     assert np.array_equal(images[-2][1], render_grid([generation_cell(g) for g in made["t2i"]]))
     assert np.array_equal(images[-1][1], render_grid([generation_cell(g) for g in made["i2t"]]))
-    assert texts[-1][1] == text_table(made["i2t"])
-    lines = texts[-1][1].splitlines()
+    table = tables[-1][1]
+    assert table == caption_table(made["i2t"])
     captions = [e.items["text"] for e in examples]
-    assert lines[0] == "key\tgenerated\treference" and len(lines) == 1 + VAL_RECORDS
-    assert [line.split("\t")[0] for line in lines[1:]] == [e.key for e in examples]
-    assert [line.split("\t")[2] for line in lines[1:]] == captions
+    assert list(table) == ["key", "generated", "reference"] and len(table["generated"]) == VAL_RECORDS
+    assert table["key"] == [e.key for e in examples]
+    assert table["reference"] == captions
+    assert table["generated"] == [g.outputs["text"] for g in made["i2t"]]
     assert [g.inputs["text"] for g in made["t2i"]] == captions
 
     # First the parameter count, at the end the saved files, as they are on disk.
     count = sum(p.numel() for p in model.parameters())
-    assert tracker.calls[0] == ("metrics", {"train/parameters": float(count)}, None)
+    assert tracker.calls[0] == ("metrics", {"parameters": float(count)}, None)
     assert tracker.calls[-2:] == [
         ("artifact", tmp_path / WEIGHTS_FILE, "model", (tmp_path / WEIGHTS_FILE).read_bytes()),
         ("artifact", tmp_path / DESCRIPTION_FILE, "model", (tmp_path / DESCRIPTION_FILE).read_bytes()),
@@ -318,7 +326,7 @@ def test_the_stage_logs_samples_then_the_model(registry, artefacts, tmp_path, st
 
 def test_no_prompts_no_samples_no_held_out_split_and_the_same_training(registry, artefacts, tmp_path):
     tracker, _ = run_stage(registry, artefacts, tmp_path / "quiet", steps=2, samples={"prompts": 0}, cache="train_only")
-    assert tracker.of("image") == [] and tracker.of("text") == []
+    assert tracker.of("image") == [] and tracker.of("table") == []
     assert [(path.name, where) for path, where, _ in tracker.of("artifact")] == [
         (WEIGHTS_FILE, "model"),
         (DESCRIPTION_FILE, "model"),

@@ -4,26 +4,13 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
-from typing import Any, ClassVar, Mapping
+from typing import Any, ClassVar
 
 import attrs
 
 from mmgen.api import StageContext, TrainerConfig, upstream
 
 log = logging.getLogger(__name__)
-
-
-class PrefixedTracker:
-    """Passes everything to `tracker`, with metric names under `prefix` (the trainer logs plain `loss`)."""
-
-    def __init__(self, tracker: Any, prefix: str) -> None:
-        self.tracker, self.prefix = tracker, prefix
-
-    def log_metrics(self, metrics: Mapping[str, float], *, step: int | None = None) -> None:
-        self.tracker.log_metrics({f"{self.prefix}{k}": v for k, v in metrics.items()}, step=step)
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self.tracker, name)
 
 
 class ClipStage:
@@ -95,7 +82,7 @@ class ClipStage:
         trainer = Trainer(
             config.trainer,
             out_dir=ctx.out_dir / "trainer",
-            tracker=PrefixedTracker(ctx.tracker, "clip/"),
+            tracker=ctx.tracker,
             device=ctx.device,
         )
         trainer.fit(model, loss_fn=clip_loss, stream=trainer.make_stream(dataset, collate=collate))
@@ -106,7 +93,7 @@ class ClipStage:
         if cache.has(config.eval_split):
             held_out = cache.split(config.eval_split, seed=config.trainer.seed, tokenizers=tokenizers)
             retrieval = held_out_retrieval(trained, held_out, collate=collate, count=config.eval_records)
-            ctx.tracker.log_metrics({f"clip/{k}": v for k, v in retrieval.items()})
+            ctx.tracker.log_metrics(retrieval)
             log.info("clip: held-out retrieval %s", retrieval)
 
 

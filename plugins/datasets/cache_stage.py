@@ -71,7 +71,7 @@ class CacheStage:
         tokenizers = ctx.inputs.load(self.config.tokenizers_stage)
         data = ctx.inputs.load(self.config.data_stage)
         counts = cache_splits(data, ctx.out_dir, tokenizers=tokenizers, config=self.config)
-        ctx.tracker.log_metrics({f"cache/{split}/records": count for split, count in counts.items()})
+        ctx.tracker.log_metrics({f"{split}/records": count for split, count in counts.items()})
 
 
 def cache_splits(

@@ -82,8 +82,8 @@ class DataStage:
                 log.info("data %s: %s", split, line)
             ctx.tracker.log_metrics(
                 {
-                    f"data/{split}/records": report.records,
-                    f"data/{split}/skipped": report.skipped,
-                    f"data/{split}/fixed": report.fixed,
+                    f"{split}/records": report.records,
+                    f"{split}/skipped": report.skipped,
+                    f"{split}/fixed": report.fixed,
                 }
             )

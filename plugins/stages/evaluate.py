@@ -50,7 +50,7 @@ class EvaluateStage:
         ctx.tracker.log_metrics(results)
         path = Path(ctx.out_dir) / METRICS_FILE
         atomic_write_text(path, json.dumps(results, indent=2, sort_keys=True))
-        ctx.tracker.log_artifact(path, artifact_path="evaluate")
+        ctx.tracker.log_artifact(path)
 
 
 def metrics_table(results: dict[str, float]) -> list[str]:

@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any, ClassVar
 
 import attrs
+import numpy as np
+from PIL import Image
 
 from mmgen.api import (
     GenerateOptions,
@@ -23,12 +26,16 @@ from mmgen.api import (
     upstream,
 )
 
+from .caption_table import caption_table, writes_text
+
 log = logging.getLogger(__name__)
 
 
 class GenerateStage:
     """Runs each task on the first `prompts` records of the data stage's `split`; writes PNGs,
-    `generations.jsonl` and a grid per task (mmgen.api.publish), all logged to the tracker.
+    `generations.jsonl` and a grid per task (mmgen.api.publish). The tracker gets the JSONL, each grid
+    (`grid-<task>.png`, also the image series `grid-<task>` the run view shows) and, for tasks that write
+    text, a caption table (`captions-<task>.json`).
 
     Sampler, candidates, rerankers and refiners: GenerateOptions, the options
     `mmgen generate` shares. Prompts come from records: each record's first
@@ -99,7 +106,23 @@ class GenerateStage:
             )
             log.info("generate: %d %s generations", len(made), plan.task.name)
             generations.extend(made)
-        publish(generations, ctx.out_dir, tracker=ctx.tracker, columns=config.grid_columns)
+        jsonl = publish(generations, ctx.out_dir, columns=config.grid_columns)
+        captions = {e.key: e.items[config.caption_modality] for e in examples if config.caption_modality in e.items}
+        log_generations(ctx.tracker, generations, jsonl, captions=captions)
+
+
+def log_generations(tracker: Any, generations: Sequence[Any], jsonl: Path, *, captions: Mapping[str, str]) -> None:
+    """The JSONL, each task's grid as publish wrote it (beside the JSONL) and, for tasks that write text, a table
+    of the texts against each record's caption (`captions` by key; its meta where it has none)."""
+    tracker.log_artifact(jsonl)
+    for task in dict.fromkeys(g.task for g in generations):
+        made = [g for g in generations if g.task == task]
+        with Image.open(jsonl.parent / f"grid-{task}.png") as picture:
+            grid = np.asarray(picture.convert("RGB"))
+        tracker.log_image(grid, file_name=f"grid-{task}.png", key=f"grid-{task}", step=0)
+        if writes_text(made):
+            known = captions if all(g.key in captions for g in made) else None
+            tracker.log_table(caption_table(made, references=known), file_name=f"captions-{task}.json")
 
 
 def example(record: Any, tokenizers: Any, *, caption_modality: str) -> Prompt:

@@ -5,9 +5,11 @@ stage (its `train` split), trains with the shared Trainer and saves the final
 weights (the EMA ones when EMA is on) with the model's Spec and token space
 (mmgen.plugins.models.saved, the one module that knows that layout).
 
-To the tracker it logs the parameter count (`train/parameters`), samples while
-training (training_samples.py) and, at the end, the saved model
-(`model/weights.pt`, `model/model.json`).
+To the tracker it logs the parameter count (`parameters`), the trainer's
+metrics (`loss`, `lr`, ...), samples while training (training_samples.py) and,
+at the end, the saved model (`model/weights.pt`, `model/model.json`); in a
+recipe's run each name is under the stage's key (`train/parameters`,
+`train/model/weights.pt`: mmgen.stage_tracker).
 """
 
 from __future__ import annotations
@@ -200,7 +202,7 @@ def train_and_save(
     trainer = Trainer(config.trainer, out_dir=Path(out_dir) / "trainer", tracker=tracker, device=device)
     if tracker is not None and env_world()[0] == 0:
         # Counted before training: an FSDP-sharded module holds only its rank's share.
-        tracker.log_metrics({"train/parameters": float(parameter_count(training.model))})
+        tracker.log_metrics({"parameters": float(parameter_count(training.model))})
     sample_fn = None
     if tracker is not None and sample_examples is not None:
         samples = TrainingSamples(

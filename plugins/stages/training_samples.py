@@ -3,8 +3,10 @@
 Every `samples.every` steps the model (in eval mode, the EMA weights when EMA
 is on) runs each task on the first `prompts` records of a cache split, through
 the same generation pipeline as the generate stage; the tracker gets a grid per
-task (`samples/step-NNNNNN-<task>.png`) and, for tasks that write text, a table
-of the texts against the record's own (`samples/step-NNNNNN-<task>.txt`).
+task (`samples/step-NNNNNN-<task>.png`, and the image series `samples/<task>` at
+that step, which MLflow's run view steps through) and, for tasks that write
+text, a table of the texts against the record's own
+(`samples/step-NNNNNN-<task>.json`, caption_table.py).
 """
 
 from __future__ import annotations
@@ -15,6 +17,8 @@ from typing import Any
 import attrs
 
 from mmgen.api import GenerationPipeline, Prompt, generation_cell, non_negative, positive_or_none, render_grid
+
+from .caption_table import caption_table, writes_text
 
 
 @attrs.frozen(kw_only=True)
@@ -56,7 +60,7 @@ def sample_examples(cache: Any, options: SampleOptions, *, tokenizers: Mapping[s
 
 
 class TrainingSamples:
-    """What the trainer's `sample_fn` does: each task on the fixed prompts, then a grid (and a text table)."""
+    """What the trainer's `sample_fn` does: each task on the fixed prompts, then a grid (and a caption table)."""
 
     def __init__(
         self,
@@ -88,19 +92,10 @@ class TrainingSamples:
     def log(self, made: Mapping[str, Sequence[Any]], *, step: int, tracker: Any) -> None:
         for task, generations in made.items():
             stem = f"samples/step-{step:06d}-{task}"
-            tracker.log_image(render_grid([generation_cell(g) for g in generations]), file_name=f"{stem}.png")
-            if any(isinstance(v, str) for g in generations for v in g.outputs.values()):
-                tracker.log_text(text_table(generations), file_name=f"{stem}.txt")
-
-
-def text_table(generations: Sequence[Any]) -> str:
-    """One line per generation: key, each generated text, the record's own text (tab-separated, with a header)."""
-    lines = ["key\tgenerated\treference"]
-    for g in generations:
-        made = " | ".join(v for v in g.outputs.values() if isinstance(v, str))
-        own = " | ".join(str(v) for v in g.reference.values())
-        lines.append(f"{g.key}\t{made}\t{own}")
-    return "\n".join(lines) + "\n"
+            grid = render_grid([generation_cell(g) for g in generations])
+            tracker.log_image(grid, file_name=f"{stem}.png", key=f"samples/{task}", step=step)
+            if writes_text(generations):
+                tracker.log_table(caption_table(generations), file_name=f"{stem}.json")
 
 
 def logging_samples(samples: TrainingSamples, *, trainer: Any, tracker: Any) -> Callable[[Any, int], None]:

@@ -1,15 +1,27 @@
-"""MLflow tracking: one MLflow run per `mmgen run`, holding params, metrics and artefacts."""
+"""MLflow tracking: one MLflow run per `mmgen run`, holding params, metrics and artefacts.
+
+Experiments are marked as classic training (`mlflow.experimentKind`), and the
+link printed after a run asks the UI for its model-training view: MLflow 3
+opens an experiment on its GenAI traces otherwise, with the runs a tab away.
+
+In a local SQLite store, an experiment's artefacts live beside the database
+(`<folder of the .db>/mlruns/<experiment>`): MLflow's default is `./mlruns` of
+whatever folder the process runs in, which scatters files of a run far from
+the database that records it.
+"""
 
 from __future__ import annotations
 
 import io
 import logging
 import os
+import re
 import tempfile
 import urllib.error
 import urllib.request
+from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any, ClassVar, Mapping
+from typing import Any, ClassVar
 
 import attrs
 
@@ -19,6 +31,11 @@ log = logging.getLogger(__name__)
 
 MAX_PARAM_LENGTH = 6000  # MLflow rejects longer parameter values
 PARAMS_PER_BATCH = 100
+# The experiment tag MLflow 3 reads for an experiment's kind, and the kind of classic training runs.
+EXPERIMENT_KIND_TAG = "mlflow.experimentKind"
+TRAINING_KIND = "custom_model_development"
+# MLflow 3.17's UI keeps its GenAI / model-training switch in the page, not the experiment: links set it.
+UI_VIEW = "workflowType=machine_learning"
 
 
 def check_server(uri: str, *, timeout_s: float) -> None:
@@ -34,6 +51,29 @@ def check_server(uri: str, *, timeout_s: float) -> None:
             f"MLflow tracking server {uri} is unreachable ({reason}). Start it (`mlflow server`), point "
             "MLFLOW_TRACKING_URI or the recipe's `tracker.tracking_uri` elsewhere, or use `tracker: {use: none}`."
         ) from None
+
+
+def local_artifact_location(uri: str, experiment: str) -> str | None:
+    """Where a new experiment of a local SQLite store keeps its artefacts: beside the database; None elsewhere
+    (a server or a file store chooses its own)."""
+    prefix = "sqlite:///"
+    database = uri[len(prefix) :].split("?")[0] if uri.startswith(prefix) else ""
+    if not database or database == ":memory:":
+        return None
+    folder = re.sub(r"[^A-Za-z0-9._-]+", "_", experiment).strip("._") or "experiment"
+    return (Path(database).resolve().parent / "mlruns" / folder).as_uri()
+
+
+def training_experiment(client: Any, name: str, *, uri: str) -> str:
+    """The id of experiment `name`, created if missing, marked as classic training unless it has a kind already
+    (one a person chose is kept)."""
+    experiment = client.get_experiment_by_name(name)
+    if experiment is None:
+        location = local_artifact_location(uri, name)
+        return client.create_experiment(name, artifact_location=location, tags={EXPERIMENT_KIND_TAG: TRAINING_KIND})
+    if not experiment.tags.get(EXPERIMENT_KIND_TAG):
+        client.set_experiment_tag(experiment.experiment_id, EXPERIMENT_KIND_TAG, TRAINING_KIND)
+    return experiment.experiment_id
 
 
 class MlflowTracker:
@@ -52,6 +92,7 @@ class MlflowTracker:
         self.check_timeout_s = check_timeout_s
         self._client: Any = None
         self.run_id: str | None = None
+        self.experiment_id: str | None = None
         self._uri = ""
 
     @classmethod
@@ -68,26 +109,28 @@ class MlflowTracker:
         import mlflow
         from mlflow.tracking import MlflowClient
 
-        client = MlflowClient(tracking_uri=uri) if uri else MlflowClient()
-        experiment = client.get_experiment_by_name(self.experiment)
-        experiment_id = experiment.experiment_id if experiment else client.create_experiment(self.experiment)
+        # MLflow's default when nothing names a store: mlflow.db in the working folder (./mlruns if it holds one).
+        self._uri = uri or mlflow.get_tracking_uri()
+        client = MlflowClient(tracking_uri=self._uri)
+        experiment_id = training_experiment(client, self.experiment, uri=self._uri)
         run_tags = dict(tags or {})
         if parent_run_id:
             run_tags["mlflow.parentRunId"] = parent_run_id
         run = client.create_run(experiment_id, run_name=run_name, tags=run_tags)
-        self._client, self.run_id = client, run.info.run_id
-        self._uri = uri or mlflow.get_tracking_uri()
+        self._client, self.run_id, self.experiment_id = client, run.info.run_id, experiment_id
         log.info("MLflow run %s in experiment %r (%s)", self.run_id, self.experiment, self._uri)
 
     def location(self) -> str | None:
         """Where a person finds the run: its id, experiment, and the command that shows it."""
         if self.run_id is None:
             return None
+        page = f"#/experiments/{self.experiment_id}/runs/{self.run_id}?{UI_VIEW}"
+        where = f"MLflow run {self.run_id} in experiment {self.experiment!r}"
+        if self._uri.startswith(("http://", "https://")):
+            return f"{where}: {self._uri.rstrip('/')}/{page}"
         here = {"sqlite:///mlflow.db", f"sqlite:///{Path.cwd() / 'mlflow.db'}"}
         ui = "mlflow ui" if self._uri in here else f"mlflow ui --backend-store-uri {self._uri}"
-        if self._uri.startswith(("http://", "https://")):
-            ui = self._uri
-        return f"MLflow run {self.run_id} in experiment {self.experiment!r}: open it with `{ui}`"
+        return f"{where}: open it with `{ui}`, at http://127.0.0.1:5000/{page}"
 
     def child(self) -> MlflowTracker:
         """A tracker for a child run (sweeps): call `start(..., parent_run_id=self.run_id)`."""
@@ -128,16 +171,27 @@ class MlflowTracker:
     def log_text(self, text: str, *, file_name: str) -> None:
         self._require().log_text(self.run_id, text, file_name)
 
-    def log_image(self, image: Any, *, file_name: str) -> None:
+    def log_image(self, image: Any, *, file_name: str, key: str | None = None, step: int | None = None) -> None:
         from PIL import Image
 
+        client = self._require()
+        picture = Image.fromarray(image)
         buffer = io.BytesIO()
-        Image.fromarray(image).save(buffer, format="PNG")
+        picture.save(buffer, format="PNG")
         with tempfile.TemporaryDirectory() as tmp:
             target = Path(tmp) / Path(file_name).name
             target.write_bytes(buffer.getvalue())
             parent = str(Path(file_name).parent)
-            self._require().log_artifact(self.run_id, str(target), None if parent == "." else parent)
+            client.log_artifact(self.run_id, str(target), None if parent == "." else parent)
+        if key is not None:
+            # The series the run page's "Model metrics" tab shows with a step slider; written before this returns.
+            client.log_image(self.run_id, picture, key=key, step=step or 0, synchronous=True)
+
+    def log_table(self, data: Mapping[str, Sequence[Any]], *, file_name: str) -> None:
+        """Columns as an MLflow table (JSON, `split` orient), which the run's artefact view shows as a table."""
+        if not file_name.endswith(".json"):
+            raise ValueError(f"MLflow keeps tables as .json files, got file_name {file_name!r}")
+        self._require().log_table(self.run_id, data={k: list(v) for k, v in data.items()}, artifact_file=file_name)
 
     def end(self, *, status: str = "FINISHED") -> None:
         if self._client is not None and self.run_id is not None:

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
-from typing import Any, ClassVar, Mapping
+from collections.abc import Mapping, Sequence
+from typing import Any, ClassVar
 
 import attrs
 
@@ -37,8 +38,11 @@ class NoneTracker:
     def log_text(self, text: str, *, file_name: str) -> None:
         log.debug("text %s (not kept)", file_name)
 
-    def log_image(self, image: Any, *, file_name: str) -> None:
+    def log_image(self, image: Any, *, file_name: str, key: str | None = None, step: int | None = None) -> None:
         log.debug("image %s (not kept)", file_name)
+
+    def log_table(self, data: Mapping[str, Sequence[Any]], *, file_name: str) -> None:
+        log.debug("table %s: %d columns (not kept)", file_name, len(data))
 
     def end(self, *, status: str = "FINISHED") -> None:
         log.debug("run ended: %s", status)
