@@ -175,6 +175,12 @@ def structure_stage(key: Any, options: Any, *, registry: Any) -> Spec:
             f"expected a mapping of the stage's options (`{key}: {{}}` for the defaults, `{key}: {{use: <stage>, ...}}`"
             f" for another stage plugin), got {_describe(options)}",
         )
+    inner = options.get(key)
+    if isinstance(inner, Mapping) and key not in _stage_options(key, options, registry):
+        raise ConfigError(
+            f"{path}.{key}",
+            f"the stage's options are nested one level too deep: write `{key}: {{...}}`, not `{key}: {{{key}: {{...}}}}`",
+        )
     return structure_spec("stages", {"use": key, **options}, path=path, registry=registry)
 
 
