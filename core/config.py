@@ -105,8 +105,11 @@ def _join(path: str, key: str | int) -> str:
     return f"{path}.{key}" if path else key
 
 
-def _describe(value: Any) -> str:
-    return f"{value!r} ({type(value).__name__})"
+def _describe(value: Any, limit: int = 80) -> str:
+    text = repr(value)
+    if len(text) > limit:  # the YAML path says where; the start of the value is enough to recognise it
+        text = text[: limit - 3] + "..."
+    return f"{text} ({type(value).__name__})"
 
 
 def did_you_mean(word: str, options: typing.Iterable[str]) -> str:
@@ -295,8 +298,11 @@ def structure_spec(kind: str, data: Any, *, path: str, registry: Any) -> Spec:
         raise ConfigError(path, "a component reference needs the plugin registry")
     if isinstance(data, str):
         data = {"use": data}
-    if not isinstance(data, Mapping) or "use" not in data:
+    if not isinstance(data, Mapping):
         raise ConfigError(path, f"expected a mapping with `use: <{kind[:-1]} name>`, got {_describe(data)}")
+    if "use" not in data:
+        known = ", ".join(sorted(_names(registry, kind))) or "none"
+        raise ConfigError(_join(path, "use"), f"missing; name the {kind[:-1]} (registered: {known})")
     use = data["use"]
     if not isinstance(use, str):
         raise ConfigError(_join(path, "use"), f"expected a {kind[:-1]} name, got {_describe(use)}")

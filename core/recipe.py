@@ -219,7 +219,7 @@ def blame(path: str, source: Path | None, overrides: Sequence[tuple[str, str]]) 
 
 
 def _within(path: str, ancestor: str) -> bool:
-    return path == ancestor or path.startswith(ancestor + ".") or path.startswith(ancestor + "[")
+    return path == ancestor or path.startswith((ancestor + ".", ancestor + "["))
 
 
 def check_inputs(stages: Sequence[StageEntry]) -> None:
@@ -231,7 +231,7 @@ def check_inputs(stages: Sequence[StageEntry]) -> None:
                 raise ConfigError(
                     f"stages.{entry.key}.{path}",
                     f"reads stage {key!r}, but no earlier stage is called that{did_you_mean(key, earlier)}"
-                    f" (earlier: {', '.join(earlier) or 'none'})",
+                    f" (earlier: {', '.join(dict.fromkeys(earlier)) or 'none'})",
                 )
         earlier += [entry.key, entry.spec.use]
 

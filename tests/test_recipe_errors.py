@@ -291,11 +291,30 @@ def test_a_component_of_the_wrong_kind(workdir):
     )
 
 
+def test_a_component_without_use(workdir):
+    path = recipe(workdir, train={"model": {"preset": "tiny"}})
+    fails_with(workdir, f"{path}: stages.train.model.use: missing; name the model (registered: magvlt)", str(path))
+
+
+def test_a_long_value_is_shortened(workdir):
+    path = recipe(workdir, train={"model": {"use": "magvlt", "preset": "tiny"}, "trainer": ["x" * 100]})
+    shown = repr(["x" * 100])[:77]
+    message = f"stages.train.trainer: expected a mapping of options for TrainerConfig, got {shown}... (list)"
+    fails_with(workdir, f"{path}: {message}", str(path))
+
+
 def test_a_stage_reading_a_stage_that_is_not_there(workdir):
     path = recipe(workdir, data=None)
     fails_with(
         workdir,
         f"{path}: stages.tokenizers.data_stage: reads stage 'data', but no earlier stage is called that (earlier: none)",
+        str(path),
+    )
+    path = recipe(workdir, cache=None)
+    fails_with(
+        workdir,
+        f"{path}: stages.train.cache_stage: reads stage 'cache', but no earlier stage is called that"
+        " (earlier: data, tokenizers)",  # each once, though a stage is found by its key and by its plugin name
         str(path),
     )
 
