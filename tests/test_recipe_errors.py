@@ -152,7 +152,10 @@ def test_a_folder_where_the_perceptual_weights_file_belongs(workdir):
 def test_a_tokenizers_stage_without_tokenizers(workdir):
     path = recipe(workdir, tokenizers={"tokenizers": []})
     fails_with(
-        workdir, f"{path}: stages.tokenizers.tokenizers: the tokenizers stage needs at least one tokenizer", str(path)
+        workdir,
+        f"{path}: stages.tokenizers.tokenizers: the tokenizers stage needs at least one tokenizer:"
+        " give `tokenizers: [{use: ...}]`",
+        str(path),
     )
 
 

@@ -35,7 +35,8 @@ class TokenizersStage:
 
         def __attrs_post_init__(self) -> None:
             if not self.tokenizers:  # checked when the recipe loads, not after earlier stages ran
-                raise FieldError("tokenizers", "the tokenizers stage needs at least one tokenizer")
+                message = "the tokenizers stage needs at least one tokenizer: give `tokenizers: [{use: ...}]`"
+                raise FieldError("tokenizers", message)
 
     def __init__(self, *, config: Config) -> None:
         self.config = config
