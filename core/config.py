@@ -341,7 +341,8 @@ def other_kind_hint(kind: str, name: str, registry: Any) -> str:
     for other in (k for k in DEPS if k != kind and name in _names(registry, k)):
         hint = f"; {name!r} is a {other[:-1]}, not a {kind[:-1]}"
         for owner in _names(registry, kind):
-            for field in attrs.fields(_config_class(registry, kind, owner)):
+            config = _config_class(registry, kind, owner)
+            for field in attrs.fields(config) if config is not None else ():
                 if field.metadata.get(KIND_KEY) == other:
                     form = f"[{{use: {name}, ...}}]" if field.metadata[MANY_KEY] is True else f"{{use: {name}, ...}}"
                     return f"{hint}: the {owner!r} {kind[:-1]} takes it as `{field.name}: {form}`"
