@@ -57,6 +57,9 @@ _EXPORTS: dict[str, tuple[str, str]] = {
     "probability": ("validators", "probability"),
     "positive_or_none": ("validators", "positive_or_none"),
     "positive_values": ("validators", "positive_values"),
+    "existing_file": ("validators", "existing_file"),
+    "existing_dir": ("validators", "existing_dir"),
+    "FieldError": ("validators", "FieldError"),
     # data
     "Record": ("batch", "Record"),
     "Segment": ("batch", "Segment"),

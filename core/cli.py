@@ -9,10 +9,12 @@ from __future__ import annotations
 import logging
 import os
 import sys
+import traceback
 from pathlib import Path
 
 import click
 
+from .errors import UserError
 from .version import __version__
 
 log = logging.getLogger("mmgen")
@@ -66,6 +68,16 @@ class PluginGroup(click.Group):
             command = super().get_command(ctx, name)
         return command
 
+    def invoke(self, ctx: click.Context) -> object:
+        """Every command's user errors (a bad recipe, a missing artefact): one line, exit status 2; -v adds the traceback."""
+        try:
+            return super().invoke(ctx)
+        except UserError as exc:
+            if ctx.params.get("verbose"):
+                traceback.print_exc()
+            click.echo(f"error: {exc}", err=True)
+            ctx.exit(2)
+
 
 def _setup_logging(verbose: int, quiet: int) -> None:
     level = logging.INFO - 10 * verbose + 10 * quiet
@@ -110,28 +122,21 @@ def run(recipe: Path, overrides: tuple[str, ...], force: bool, dry_run: bool, re
     """Run RECIPE: its stages in order, tracked as one MLflow run."""
     import yaml
 
-    from .recipe import RecipeError, load_recipe
-    from .registry import PluginError
+    from .recipe import load_recipe
     from .runner import check_reuse
 
-    try:
-        registry = _registry()
-        loaded = load_recipe(recipe, registry=registry, overrides=overrides)
-        reuse = dict(_key_path(text) for text in reused)
-        check_reuse(loaded, reuse)
-    except (RecipeError, PluginError) as exc:
-        raise click.ClickException(str(exc)) from None
+    # Every check before any work: a bad recipe or --reuse stops here, before a tracker run opens.
+    registry = _registry()
+    loaded = load_recipe(recipe, registry=registry, overrides=overrides)
+    reuse = dict(_key_path(text) for text in reused)
+    check_reuse(loaded, reuse)
     if dry_run:
         click.echo(yaml.safe_dump(loaded.to_data(), sort_keys=False), nl=False)
         return
-    from .protocols import TrackerUnavailable
     from .runner import run_recipe
 
     tracker = registry.build(loaded.header.tracker)
-    try:
-        results = run_recipe(loaded, registry=registry, force=force, tracker=tracker, reuse=reuse)
-    except TrackerUnavailable as exc:
-        raise click.ClickException(str(exc)) from None
+    results = run_recipe(loaded, registry=registry, force=force, tracker=tracker, reuse=reuse)
     for line in run_summary(results, registry=registry, tracker=tracker):
         click.echo(line)
 
@@ -167,12 +172,9 @@ def run_summary(results: list, *, registry, tracker) -> list[str]:
 @main.command()
 def plugins() -> None:
     """List every registered component by kind, with the package that provides it."""
-    from .registry import KINDS, PluginError
+    from .registry import KINDS
 
-    try:
-        registry = _registry(report=False)
-    except PluginError as exc:
-        raise click.ClickException(str(exc)) from None
+    registry = _registry(report=False)
     for kind in KINDS:
         click.echo(f"{kind}:")
         entries = registry.entries(kind)

@@ -18,6 +18,8 @@ import attrs
 import cattrs
 
 from .errors import UserError
+from .hookspecs import DEPS
+from .validators import FieldError
 
 KIND_KEY = "mmgen_kind"
 MANY_KEY = "mmgen_many"  # False: one component; True: a list; "map": a mapping of name -> component
@@ -103,8 +105,11 @@ def _join(path: str, key: str | int) -> str:
     return f"{path}.{key}" if path else key
 
 
-def _describe(value: Any) -> str:
-    return f"{value!r} ({type(value).__name__})"
+def _describe(value: Any, limit: int = 80) -> str:
+    text = repr(value)
+    if len(text) > limit:  # the YAML path says where; the start of the value is enough to recognise it
+        text = text[: limit - 3] + "..."
+    return f"{text} ({type(value).__name__})"
 
 
 def did_you_mean(word: str, options: typing.Iterable[str]) -> str:
@@ -232,9 +237,10 @@ def structure_attrs(cls: type, data: Any, *, path: str = "", registry: Any = Non
     hints = typing.get_type_hints(cls)
     for key in data:
         if key not in fields:
+            hint = misplaced_option_hint(cls, str(key), data, registry) or did_you_mean(str(key), fields)
             raise ConfigError(
-                _join(path, str(key)), f"unknown option for {cls.__qualname__}{did_you_mean(str(key), fields)}"
-                f" (options: {', '.join(fields) or 'none'})"
+                _join(path, str(key)),
+                f"unknown option for {cls.__qualname__}{hint} (options: {', '.join(fields) or 'none'})",
             )
     kwargs = {}
     for name, field in fields.items():
@@ -242,7 +248,7 @@ def structure_attrs(cls: type, data: Any, *, path: str = "", registry: Any = Non
         field_path = _join(path, name)
         if name in data:
             raw = data[name]
-            if raw is None and kind is not None and field.default is None:
+            if raw is None and _is_optional_component(field):
                 kwargs[name] = None  # an optional component left out
                 continue
         elif kind is not None and field.metadata.get(RAW_DEFAULT_KEY) is not None:
@@ -267,10 +273,23 @@ def structure_attrs(cls: type, data: Any, *, path: str = "", registry: Any = Non
             kwargs[name] = structure_spec(kind, raw, path=field_path, registry=registry)
     try:
         return cls(**kwargs)
+    except FieldError as exc:
+        raise ConfigError(_join(path, exc.field), exc.problem) from None
     except (TypeError, ValueError) as exc:
         if isinstance(exc, ConfigError):
             raise
         raise ConfigError(path, str(exc)) from None
+
+
+def _is_optional_component(field: Any) -> bool:
+    """`optional_component`: null means none. (A `component` with a default has a raw default to fall back on.)"""
+    metadata = field.metadata
+    return (
+        metadata.get(KIND_KEY) is not None
+        and metadata[MANY_KEY] is False
+        and metadata[RAW_DEFAULT_KEY] is None
+        and field.default is None
+    )
 
 
 def structure_spec(kind: str, data: Any, *, path: str, registry: Any) -> Spec:
@@ -279,18 +298,109 @@ def structure_spec(kind: str, data: Any, *, path: str, registry: Any) -> Spec:
         raise ConfigError(path, "a component reference needs the plugin registry")
     if isinstance(data, str):
         data = {"use": data}
-    if not isinstance(data, Mapping) or "use" not in data:
+    if not isinstance(data, Mapping):
         raise ConfigError(path, f"expected a mapping with `use: <{kind[:-1]} name>`, got {_describe(data)}")
+    if "use" not in data:
+        known = ", ".join(sorted(_names(registry, kind))) or "none"
+        raise ConfigError(_join(path, "use"), f"missing; name the {kind[:-1]} (registered: {known})")
     use = data["use"]
     if not isinstance(use, str):
         raise ConfigError(_join(path, "use"), f"expected a {kind[:-1]} name, got {_describe(use)}")
     try:
         cls = registry.get(kind, use)
     except KeyError as exc:
-        raise ConfigError(_join(path, "use"), str(exc)) from None
+        raise ConfigError(_join(path, "use"), f"{exc}{other_kind_hint(kind, use, registry)}") from None
     options = {k: v for k, v in data.items() if k != "use"}
     config = structure_attrs(cls.Config, options, path=path, registry=registry)
     return Spec(kind=kind, use=use, config=config)
+
+
+# ---- hints for options written in the wrong place -------------------------------------------------
+
+
+def _names(registry: Any, kind: str) -> list[str]:
+    try:
+        return list(registry.names(kind))
+    except (AttributeError, KeyError):
+        return []
+
+
+def _config_class(registry: Any, kind: str, use: Any) -> type | None:
+    if registry is None or not isinstance(use, str):
+        return None
+    try:
+        return registry.get(kind, use).Config
+    except (AttributeError, KeyError):
+        return None
+
+
+def other_kind_hint(kind: str, name: str, registry: Any) -> str:
+    """`shapes` given as a stage: say it is a dataset, and which option of which `kind` component takes it."""
+    if registry is None:
+        return ""
+    for other in (k for k in DEPS if k != kind and name in _names(registry, k)):
+        hint = f"; {name!r} is a {other[:-1]}, not a {kind[:-1]}"
+        for owner in _names(registry, kind):
+            config = _config_class(registry, kind, owner)
+            for field in attrs.fields(config) if config is not None else ():
+                if field.metadata.get(KIND_KEY) == other:
+                    form = f"[{{use: {name}, ...}}]" if field.metadata[MANY_KEY] is True else f"{{use: {name}, ...}}"
+                    return f"{hint}: the {owner!r} {kind[:-1]} takes it as `{field.name}: {form}`"
+        return hint
+    return ""
+
+
+def misplaced_option_hint(cls: type, key: str, data: Mapping, registry: Any) -> str:
+    """An unknown `key` that is an option one level down (`steps` for `trainer.steps`), or a plugin's name."""
+    found = option_paths(cls, key, data, registry)
+    if found:
+        return f"; did you mean {' or '.join(repr(p) for p in found[:3])}?"
+    for field in attrs.fields(cls):
+        kind = field.metadata.get(KIND_KEY)
+        if kind is not None and key in _names(registry, kind):
+            form = f"[{{use: {key}, ...}}]" if field.metadata[MANY_KEY] is True else f"{{use: {key}, ...}}"
+            return f"; {key!r} is a {kind[:-1]}: write `{field.name}: {form}`"
+    return ""
+
+
+def option_paths(cls: type, key: str, data: Any, registry: Any, *, depth: int = 3) -> list[str]:
+    """Where, inside the options of `cls` (as `data` fills them), an option called `key` exists: ["trainer.steps"]."""
+    found: list[str] = []
+    if depth == 0 or not attrs.has(cls):
+        return found
+    hints = typing.get_type_hints(cls)
+    for field in attrs.fields(cls):
+        if not field.init:
+            continue
+        given = data.get(field.name) if isinstance(data, Mapping) else None
+        for where, sub_cls, sub_data in _option_classes(field, hints[field.name], given, registry):
+            if key in {f.name for f in attrs.fields(sub_cls) if f.init}:
+                found.append(f"{where}.{key}")
+            else:
+                found += [f"{where}.{p}" for p in option_paths(sub_cls, key, sub_data, registry, depth=depth - 1)]
+    return found
+
+
+def _option_classes(field: Any, tp: Any, given: Any, registry: Any) -> list[tuple[str, type, Any]]:
+    """The option classes a field holds: (its path, the class, the data given for it)."""
+    kind = field.metadata.get(KIND_KEY)
+    if kind is None:
+        nested = [t for t in (typing.get_args(tp) or (tp,)) if attrs.has(t)]
+        return [(field.name, nested[0], given)] if nested else []
+    raw = given if given is not None else field.metadata.get(RAW_DEFAULT_KEY)
+    if field.metadata[MANY_KEY] is True:
+        items = [(f"{field.name}[{i}]", item) for i, item in enumerate(raw)] if isinstance(raw, (list, tuple)) else []
+    elif field.metadata[MANY_KEY] is False:
+        items = [(field.name, raw)]
+    else:
+        items = []
+    found = []
+    for where, item in items:
+        item = {"use": item} if isinstance(item, str) else item
+        config = _config_class(registry, kind, item.get("use")) if isinstance(item, Mapping) else None
+        if config is not None:
+            found.append((where, config, item))
+    return found
 
 
 _unstructurer = cattrs.Converter()

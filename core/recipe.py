@@ -20,7 +20,18 @@ from typing import Any, Literal, Mapping, Sequence
 import attrs
 import yaml
 
-from .config import ConfigError, Spec, component, declared_inputs, did_you_mean, structure_attrs, structure_spec, to_data
+from .config import (
+    ConfigError,
+    Spec,
+    _describe,
+    _names,
+    component,
+    declared_inputs,
+    did_you_mean,
+    structure_attrs,
+    structure_spec,
+    to_data,
+)
 from .errors import UserError
 
 
@@ -64,31 +75,54 @@ class Recipe:
 def parse_override(text: str) -> tuple[list[str], Any]:
     """`a.b.c=value` -> (["a", "b", "c"], YAML-parsed value)."""
     if "=" not in text:
-        raise RecipeError(f"--set {text!r}: expected KEY.PATH=VALUE")
+        raise RecipeError(f"--set {text}: expected KEY.PATH=VALUE")
     key, raw = text.split("=", 1)
     parts = key.strip().split(".")
     if not all(parts):
-        raise RecipeError(f"--set {text!r}: empty key in {key!r}")
-    return parts, yaml.safe_load(raw) if raw.strip() else ""
+        raise RecipeError(f"--set {text}: empty key in {key!r}")
+    try:
+        return parts, yaml.safe_load(raw) if raw.strip() else ""
+    except yaml.YAMLError as exc:
+        raise RecipeError(f"--set {text}: invalid YAML value: {getattr(exc, 'problem', exc)}") from None
 
 
 def apply_overrides(data: dict[str, Any], overrides: Sequence[str]) -> dict[str, Any]:
+    _apply_overrides(data, overrides)
+    return data
+
+
+def _apply_overrides(data: dict[str, Any], overrides: Sequence[str]) -> list[tuple[str, str]]:
+    """Set each `--set` value in `data`; returns (YAML path, --set text) for each, to blame errors on.
+
+    `--set X.use=other` switches component X to another plugin: X's old options
+    belong to the old plugin, so they go (later `--set X.option=...` add new ones).
+    """
+    applied = []
     for text in overrides:
         parts, value = parse_override(text)
         stages = data.get("stages")
         if parts[0] not in RECIPE_KEYS and isinstance(stages, Mapping) and parts[0] in stages:
             parts = ["stages", *parts]
+        owned = len(parts)  # the --set wrote everything from this depth down
         node = data
         for depth, part in enumerate(parts[:-1]):
             child = node.get(part)
             if child is None:
                 child = node[part] = {}
+                owned = min(owned, depth + 1)
             if not isinstance(child, dict):
                 where = ".".join(parts[: depth + 1])
-                raise RecipeError(f"--set {text!r}: {where} is {child!r}, not a mapping")
+                raise RecipeError(f"--set {text}: {where} is {child!r}, not a mapping")
             node = child
+        if parts[-1] == "use":
+            implicit = parts[-2] if len(parts) == 3 and parts[0] == "stages" else None  # a stage's use defaults to its key
+            current = node.get("use", implicit)
+            if current is not None and current != value:
+                node.clear()
+                owned = min(owned, len(parts) - 1)
         node[parts[-1]] = value
-    return data
+        applied.append((".".join(parts[:owned]), text))
+    return applied
 
 
 RECIPE_KEYS = tuple(f.name for f in attrs.fields(RecipeHeader)) + ("stages",)
@@ -110,22 +144,82 @@ def read_yaml(path: Path) -> dict[str, Any]:
     return data
 
 
-def structure_recipe(data: Mapping[str, Any], *, registry: Any, source: Path | None = None) -> Recipe:
-    label = str(source) if source else "<recipe>"
+def structure_recipe(
+    data: Mapping[str, Any], *, registry: Any, source: Path | None = None, overrides: Sequence[tuple[str, str]] = ()
+) -> Recipe:
+    """The typed recipe, or a RecipeError naming the file (or the `--set` that caused it) and the YAML path."""
     try:
         stages_data = data.get("stages")
         if not isinstance(stages_data, Mapping) or not stages_data:
-            raise ConfigError("stages", "expected a non-empty mapping of stage name -> options")
+            got = "" if stages_data is None else f", got {_describe(stages_data)}"
+            raise ConfigError("stages", f"expected a non-empty mapping of stage name -> options (`data: {{...}}`){got}")
+        check_header_keys(data, stages_data, registry)
         header = structure_attrs(RecipeHeader, {k: v for k, v in data.items() if k != "stages"}, registry=registry)
         stages = []
         for key, options in stages_data.items():
-            options = dict(options or {})
-            options.setdefault("use", key)
-            stages.append(StageEntry(key=key, spec=structure_spec("stages", options, path=f"stages.{key}", registry=registry)))
+            stages.append(StageEntry(key=key, spec=structure_stage(key, options, registry=registry)))
         check_inputs(stages)
     except ConfigError as exc:
-        raise RecipeError(f"{label}: {exc}") from None
+        raise RecipeError(f"{blame(exc.path, source, overrides)}: {exc}") from None
     return Recipe(header=header, stages=tuple(stages), source=source)
+
+
+def structure_stage(key: Any, options: Any, *, registry: Any) -> Spec:
+    """A stage's options (a mapping, or nothing for the defaults); its `use` defaults to its key."""
+    path = f"stages.{key}"
+    if options is None:
+        options = {}
+    if not isinstance(options, Mapping):
+        raise ConfigError(
+            path,
+            f"expected a mapping of the stage's options (`{key}: {{}}` for the defaults, `{key}: {{use: <stage>, ...}}`"
+            f" for another stage plugin), got {_describe(options)}",
+        )
+    inner = options.get(key)
+    if isinstance(inner, Mapping) and key not in _stage_options(key, options, registry):
+        raise ConfigError(
+            f"{path}.{key}",
+            f"the stage's options are nested one level too deep: write `{key}: {{...}}`, not `{key}: {{{key}: {{...}}}}`",
+        )
+    return structure_spec("stages", {"use": key, **options}, path=path, registry=registry)
+
+
+def check_header_keys(data: Mapping[str, Any], stages_data: Mapping[str, Any], registry: Any) -> None:
+    """A key at the top that belongs to a stage (`trainer:`), or is a stage written outside `stages:`."""
+    for key in data:
+        if key in RECIPE_KEYS:
+            continue
+        owners = [str(name) for name, options in stages_data.items() if key in _stage_options(name, options, registry)]
+        if owners:
+            hint = f"; it is an option of stage {' and '.join(map(repr, owners))}: put it under `stages.{owners[0]}`"
+        elif isinstance(key, str) and key in _names(registry, "stages"):
+            hint = f"; {key!r} is a stage: put it under `stages:`"
+        else:
+            hint = did_you_mean(str(key), RECIPE_KEYS)
+        raise ConfigError(str(key), f"unknown recipe option{hint} (options: {', '.join(RECIPE_KEYS)})")
+
+
+def _stage_options(key: Any, options: Any, registry: Any) -> list[str]:
+    use = options.get("use", key) if isinstance(options, Mapping) else key
+    try:
+        config = registry.get("stages", use).Config
+    except (KeyError, TypeError, AttributeError):
+        return []
+    return [f.name for f in attrs.fields(config) if f.init]
+
+
+def blame(path: str, source: Path | None, overrides: Sequence[tuple[str, str]]) -> str:
+    """Who wrote the value at `path`: the `--set` that set it (or a value inside it), else the recipe file."""
+    label = str(source) if source else "<recipe>"
+    inside = [text for where, text in overrides if _within(path, where)]
+    if inside:
+        return f"--set {inside[-1]}"
+    touched = [text for where, text in overrides if _within(where, path)]
+    return f"{label} with --set {touched[-1]}" if touched else label
+
+
+def _within(path: str, ancestor: str) -> bool:
+    return path == ancestor or path.startswith((ancestor + ".", ancestor + "["))
 
 
 def check_inputs(stages: Sequence[StageEntry]) -> None:
@@ -137,12 +231,14 @@ def check_inputs(stages: Sequence[StageEntry]) -> None:
                 raise ConfigError(
                     f"stages.{entry.key}.{path}",
                     f"reads stage {key!r}, but no earlier stage is called that{did_you_mean(key, earlier)}"
-                    f" (earlier: {', '.join(earlier) or 'none'})",
+                    f" (earlier: {', '.join(dict.fromkeys(earlier)) or 'none'})",
                 )
         earlier += [entry.key, entry.spec.use]
 
 
 def load_recipe(path: Path | str, *, registry: Any, overrides: Sequence[str] = ()) -> Recipe:
+    """The recipe at `path` with `overrides` (`--set`) applied, checked whole before anything runs."""
     path = Path(path)
-    data = apply_overrides(read_yaml(path), overrides)
-    return structure_recipe(data, registry=registry, source=path)
+    data = read_yaml(path)
+    applied = _apply_overrides(data, overrides)
+    return structure_recipe(data, registry=registry, source=path, overrides=applied)

@@ -107,8 +107,8 @@ def test_run_ends_with_a_summary_of_stages_and_their_results(toy_env):
 def test_bad_recipe_value_is_a_clean_error(toy_env):
     recipe = write_recipe(toy_env)
     result = CliRunner().invoke(main, ["run", str(recipe), "--set", "only.value=8.7"])
-    assert result.exit_code == 1
-    assert "stages.only.value: expected an integer, got 8.7 (float)" in result.output
+    assert result.exit_code == 2
+    assert result.stderr == "error: --set only.value=8.7: stages.only.value: expected an integer, got 8.7 (float)\n"
     assert ToyStage.runs == []
 
 
@@ -123,8 +123,8 @@ def test_dry_run_prints_resolved_recipe(toy_env):
 def test_unreachable_tracking_server_fails_before_work(toy_env):
     recipe = write_recipe(toy_env, tracker="{use: mlflow, tracking_uri: 'http://127.0.0.1:9', check_timeout_s: 2}")
     result = CliRunner().invoke(main, ["run", str(recipe)])
-    assert result.exit_code == 1
-    assert "MLflow tracking server http://127.0.0.1:9 is unreachable" in result.output
+    assert result.exit_code == 2
+    assert result.stderr.startswith("error: MLflow tracking server http://127.0.0.1:9 is unreachable")
     assert ToyStage.runs == []
 
 

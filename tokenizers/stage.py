@@ -8,7 +8,7 @@ from typing import Any, ClassVar
 
 import attrs
 
-from mmgen.api import Spec, StageContext, components, upstream
+from mmgen.api import FieldError, Spec, StageContext, components, upstream
 
 from .saved import load_saved_tokenizers, save_tokenizers
 
@@ -33,9 +33,12 @@ class TokenizersStage:
         tokenizers: tuple[Spec, ...] = components("tokenizers")
         data_stage: str = upstream("data")
 
+        def __attrs_post_init__(self) -> None:
+            if not self.tokenizers:  # checked when the recipe loads, not after earlier stages ran
+                message = "the tokenizers stage needs at least one tokenizer: give `tokenizers: [{use: ...}]`"
+                raise FieldError("tokenizers", message)
+
     def __init__(self, *, config: Config) -> None:
-        if not config.tokenizers:
-            raise ValueError("the tokenizers stage needs at least one tokenizer")
         self.config = config
 
     @classmethod

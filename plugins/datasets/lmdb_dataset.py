@@ -7,6 +7,24 @@ from typing import Any, ClassVar, Iterator
 
 import attrs
 
+from mmgen.api import FieldError, existing_dir
+
+
+def find_stores(path: Path, split: str) -> dict[str, Path]:
+    """`path` itself as split `split` when it is a store, else its `<split>.lmdb` stores by split."""
+    if (path / "data.mdb").is_file():
+        return {split: path}
+    return {p.name[: -len(".lmdb")]: p for p in sorted(path.glob("*.lmdb")) if (p / "data.mdb").is_file()}
+
+
+def holds_stores(_instance: Any, attribute: Any, value: str) -> None:
+    """A Config validator: `value` is a store or a folder of stores (an existing folder, checked first)."""
+    if not find_stores(Path(value), "train"):
+        raise FieldError(
+            attribute.name,
+            f"{value!r} is neither an lmdb store nor a folder of <split>.lmdb stores (`mmgen data ingest` writes them)",
+        )
+
 
 class LmdbDataset:
     """Splits are the `<split>.lmdb` stores in a folder, or one store given directly (as split `split`)."""
@@ -15,17 +33,13 @@ class LmdbDataset:
 
     @attrs.frozen(kw_only=True)
     class Config:
-        path: str
+        # Checked when the recipe loads; a relative path is read from the working directory.
+        path: str = attrs.field(validator=[existing_dir, holds_stores])
         split: str = "train"  # the split name of a single store
 
     def __init__(self, *, path: Path | str, split: str = "train") -> None:
         self.path = Path(path)
-        if (self.path / "data.mdb").is_file():
-            self.stores = {split: self.path}
-        else:
-            self.stores = {
-                p.name[: -len(".lmdb")]: p for p in sorted(self.path.glob("*.lmdb")) if (p / "data.mdb").is_file()
-            }
+        self.stores = find_stores(self.path, split)
         if not self.stores:
             raise FileNotFoundError(f"lmdb dataset: {self.path} is neither a store nor a folder of <split>.lmdb stores")
 
@@ -48,3 +62,4 @@ class LmdbDataset:
 
     def records(self, split: str) -> Iterator[Any]:
         return self.store(split).records()
+

@@ -20,7 +20,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from mmgen.api import ObjectiveOutput
+from mmgen.api import ObjectiveOutput, existing_file
 
 from .autoencoder import VQAutoencoder, pixels_to_unit
 from .discriminator import PatchDiscriminator
@@ -35,8 +35,8 @@ class LossConfig:
 
     `reconstruction`: taming uses l1 + LPIPS; on flat-colour images l2 learns
     much faster (l1's median prefers the white background under uncertainty).
-    `perceptual_weights`: a local LPIPS file (see `perceptual.py`); None or a
-    missing file turns the perceptual term off. `disc_start`: the update at which
+    `perceptual_weights`: a local LPIPS file (see `perceptual.py`), which must
+    exist when the recipe loads; None turns the perceptual term off. `disc_start`: the update at which
     the discriminator and the adversarial term switch on (None: never).
     `dead_after`: restart codes unused for this many updates (None: never).
     """
@@ -44,7 +44,7 @@ class LossConfig:
     reconstruction: Literal["l1", "l2"] = "l2"
     reconstruction_weight: float = 1.0
     perceptual_weight: float = 1.0
-    perceptual_weights: str | None = None
+    perceptual_weights: str | None = attrs.field(default=None, validator=existing_file)
     codebook_weight: float = 1.0
     commitment_weight: float = 0.25
     disc_start: int | None = None

@@ -16,7 +16,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from mmgen.api import Segment, TokenSpace, structure_attrs, to_data
+from mmgen.api import Segment, TokenSpace, existing_file, structure_attrs, to_data
 
 from ..storage import content_hash, read_json, read_tensors, write_json, write_tensors
 from .architecture import ArchitectureConfig
@@ -41,14 +41,15 @@ class VQGANTokenizer:
 
         With `taming_checkpoint` (a taming-transformers VQ-GAN .ckpt) the weights
         come from that file and nothing is trained; its architecture is read from
-        the checkpoint, at `preset`'s resolution.
+        the checkpoint, at `preset`'s resolution. The file must exist when the
+        recipe loads (a relative path is read from the working directory).
         """
 
         modality: str = "image"
         # No default: sizes are an experiment's choice, named in its recipe.
         preset: Literal["tiny", "shapes", "f16_16384"] | None = None
         architecture: ArchitectureConfig | None = None
-        taming_checkpoint: str | None = None
+        taming_checkpoint: str | None = attrs.field(default=None, validator=existing_file)
         loss: LossConfig = LossConfig()
         train: TrainConfig = TrainConfig()
 
