@@ -13,6 +13,8 @@ from typing import Any
 
 import click
 
+from .errors import UserError
+
 # The stages generation reads, by the keys recipes give them.
 MODEL_STAGE = "train"
 TOKENIZERS_STAGE = "tokenizers"
@@ -200,7 +202,7 @@ def generate(
         needed = [MODEL_STAGE, TOKENIZERS_STAGE, *(key for _, key in declared_inputs(options))]
         inputs = stage_inputs(run_dir, stages, list(dict.fromkeys(needed)), registry=registry, device=device)
     except (ConfigError, ValueError, FileNotFoundError) as exc:
-        raise click.UsageError(_flag_message(exc)) from None
+        raise UserError(f"mmgen generate: {_flag_message(exc)}") from None
     model, tokenizers = inputs.load(MODEL_STAGE), inputs.load(TOKENIZERS_STAGE)
     deps = {"model": model, "tokenizers": tokenizers, "inputs": inputs, "device": device}
     (plan,) = plan_tasks(options, [task_spec], registry=registry, deps=deps)
@@ -216,7 +218,7 @@ def generate(
             plan.task, task_prompts, candidates=plan.candidates, reranker=plan.reranker, refiner=plan.refiner
         )
     except ValueError as exc:
-        raise click.UsageError(str(exc)) from None
+        raise UserError(f"mmgen generate: {exc}") from None
     generations = pipeline.run(
         plan.task,
         task_prompts,

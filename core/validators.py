@@ -2,10 +2,10 @@
 
     steps: int = attrs.field(default=10, validator=positive)
 
-Each raises ValueError naming the field; the recipe loader turns it into an
-error with the YAML path. `existing_file` and `existing_dir` raise a `FieldError`,
-which the loader reports at the field's own YAML path, so a missing input is
-found when the recipe loads: before any stage runs or a tracker run opens.
+Each raises a `FieldError` (a ValueError) naming the field, which the recipe
+loader reports at that field's own YAML path (`stages.train.trainer.steps:
+must be > 0, got -1`). `existing_file` and `existing_dir` find a missing input
+when the recipe loads: before any stage runs or a tracker run opens.
 """
 
 from __future__ import annotations
@@ -26,22 +26,22 @@ class FieldError(ValueError):
 
 def positive(_instance: Any, attribute: Any, value: float) -> None:
     if value <= 0:
-        raise ValueError(f"{attribute.name} must be > 0, got {value}")
+        raise FieldError(attribute.name, f"must be > 0, got {value}")
 
 
 def non_negative(_instance: Any, attribute: Any, value: float) -> None:
     if value < 0:
-        raise ValueError(f"{attribute.name} must be >= 0, got {value}")
+        raise FieldError(attribute.name, f"must be >= 0, got {value}")
 
 
 def probability(_instance: Any, attribute: Any, value: float) -> None:
     if not 0.0 <= value <= 1.0:
-        raise ValueError(f"{attribute.name} must be in [0, 1], got {value}")
+        raise FieldError(attribute.name, f"must be in [0, 1], got {value}")
 
 
 def positive_or_none(_instance: Any, attribute: Any, value: float | None) -> None:
     if value is not None and value <= 0:
-        raise ValueError(f"{attribute.name} must be > 0 or null, got {value}")
+        raise FieldError(attribute.name, f"must be > 0 or null, got {value}")
 
 
 def positive_values(_instance: Any, attribute: Any, value: Any) -> None:
@@ -49,7 +49,7 @@ def positive_values(_instance: Any, attribute: Any, value: Any) -> None:
     items = value.items() if hasattr(value, "items") else enumerate(value)
     for key, item in items:
         if item <= 0:
-            raise ValueError(f"{attribute.name}.{key} must be > 0, got {item}")
+            raise FieldError(f"{attribute.name}.{key}", f"must be > 0, got {item}")
 
 
 def existing_file(_instance: Any, attribute: Any, value: str | None) -> None:

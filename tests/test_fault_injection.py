@@ -16,6 +16,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from mlflow_helpers import free_port, start_server, stop_server
 
 HERE = Path(__file__).resolve().parent
 
@@ -50,24 +51,26 @@ STAGES = ["data", "tokenizers", "cache", "train", "generate", "evaluate"]
 BYTE_IDENTICAL = ["tokenizers", "train", "generate", "evaluate"]
 
 
-def env() -> dict[str, str]:
+def env(**extra: str) -> dict[str, str]:
     # One torch thread: the 2 shared cores are faster that way at toy sizes (tests/conftest.py).
-    return {**os.environ, "OMP_NUM_THREADS": "1", "MMGEN_NO_PROGRESS": "1"}
+    return {**os.environ, "OMP_NUM_THREADS": "1", "MMGEN_NO_PROGRESS": "1", **extra}
 
 
-def mmgen(*args: str, cwd: Path, driver: tuple[str, ...] = ()) -> subprocess.CompletedProcess:
-    command = (
-        [sys.executable, str(HERE / "fault_driver.py"), *driver, "--"]
-        if driver
-        else [sys.executable, "-m", "mmgen.cli"]
-    )
-    return subprocess.run([*command, *args], cwd=cwd, env=env(), capture_output=True, text=True, timeout=600)
+def mmgen(*args: str, cwd: Path, driver: tuple[str, ...] = (), retries: int | None = None) -> subprocess.CompletedProcess:
+    """`mmgen ARGS` in a child process, through tests/fault_driver.py when a fault is given."""
+    command = [sys.executable, "-m", "mmgen.cli"]
+    if driver:
+        command = [sys.executable, str(HERE / "fault_driver.py"), *driver, "--"]
+    extra = {} if retries is None else {"MLFLOW_HTTP_REQUEST_MAX_RETRIES": str(retries)}
+    return subprocess.run([*command, *args], cwd=cwd, env=env(**extra), capture_output=True, text=True, timeout=600)
 
 
-def run(workdir: Path, *extra: str, driver: tuple[str, ...] = ()) -> subprocess.CompletedProcess:
+def run(workdir: Path, *extra: str, driver: tuple[str, ...] = (), retries: int | None = None) -> subprocess.CompletedProcess:
+    """`mmgen run` of the tiny recipe in `workdir`."""
     recipe = workdir.parent / "recipe.yaml"
     recipe.write_text(RECIPE)
-    return mmgen("-q", "run", str(recipe), "--set", f"workdir={workdir}", *extra, cwd=workdir.parent, driver=driver)
+    args = ("-q", "run", str(recipe), "--set", f"workdir={workdir}", *extra)
+    return mmgen(*args, cwd=workdir.parent, driver=driver, retries=retries)
 
 
 def folders(workdir: Path) -> dict[str, Path]:
@@ -234,3 +237,36 @@ def test_a_full_disk_is_one_line_and_the_run_resumes_once_there_is_room(small_di
     resumed = run(workdir)
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     assert_verified(workdir)
+
+
+# ---- the tracking server goes away mid-run ----------------------------------------------------
+
+
+def test_a_tracking_server_lost_mid_run_is_one_line_and_the_run_resumes(undisturbed, tmp_path):
+    folder = tmp_path / "mlflow"
+    folder.mkdir()
+    port = free_port()
+    uri = f"http://127.0.0.1:{port}"
+    tracked = ("--set", f"tracker={{use: mlflow, experiment: faults, tracking_uri: '{uri}'}}")
+    server = start_server(folder, port)
+    workdir = tmp_path / "runs"
+    try:
+        # MLflow retries a lost server for minutes by default; none here, so the test is quick.
+        lost = run(workdir, *tracked, driver=("stop", "train", str(server.pid)), retries=0)
+    finally:
+        stop_server(server)
+    assert_one_error_line(lost, f"error: MLflow tracking server {uri} stopped answering while logging ")
+    assert "start the server and run the same command again to resume" in lost.stderr
+    made = folders(workdir)
+    assert all((made[key] / "DONE.json").is_file() for key in ("data", "tokenizers", "cache"))
+    assert not (made["train"] / "DONE.json").exists()
+
+    server = start_server(folder, port)
+    try:
+        resumed = run(workdir, *tracked, retries=0)
+    finally:
+        stop_server(server)
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    assert_verified(workdir)
+    for key in BYTE_IDENTICAL:
+        assert outputs(folders(workdir)[key]) == outputs(folders(undisturbed)[key]), key

@@ -45,7 +45,8 @@ from mmgen.api import (
     structure_attrs,
     structure_spec,
 )
-from mmgen.generate_command import command_line_prompts, generate, option_data
+from mmgen.cli import main
+from mmgen.generate_command import command_line_prompts, option_data
 from mmgen.plugins.refiners.caption_refine import CaptionRefiner
 from mmgen.plugins.refiners.refine_config import RefineConfig
 from mmgen.plugins.rerankers.cycle import CycleReranker
@@ -63,6 +64,11 @@ FAST = MaskGitSampler(fixed=FixedLengthOptions(steps=3), variable=VariableLength
 @functools.cache
 def registry():
     return load_registry()
+
+
+def invoke_generate(args: list[str]):
+    """`mmgen generate ARGS` as the command line runs it (one-line errors with exit status 2 come from `main`)."""
+    return CliRunner().invoke(main, ["generate", *args])
 
 
 def build(name: str, **options):
@@ -615,7 +621,7 @@ def test_generate_options_name_only_tasks_that_run_and_a_reranker_for_candidates
         options({"refine": {"i2t": "caption_refine"}}).check_tasks(["t2i"])
     with pytest.raises(ValueError, match=r"candidates.t2i is 8, so t2i needs a reranker to pick one: .*`rerank: \{t2i: clip\}` in a recipe"):
         options({"candidates": {"t2i": 8}}).check_tasks(["t2i"])
-    with pytest.raises(ConfigError, match="candidates.t2i must be > 0, got 0"):
+    with pytest.raises(ConfigError, match="candidates.t2i: must be > 0, got 0"):
         options({"candidates": {"t2i": 0}})
     with pytest.raises(ConfigError, match="rerank.t2i.use: no reranker named 'clop'; did you mean 'clip'"):
         options({"rerank": {"t2i": "clop"}})
@@ -742,7 +748,7 @@ def test_cli_generates_with_stage_folders(tmp_path, monkeypatch):
     out = tmp_path / "out"
     given = ["--image", str(tmp_path / "in.png"), "--run", str(run), "--seed", "1"]
     args = ["--task", "i2t", *given, "--out", str(out), "--set", "sampler.variable.steps=2"]
-    result = CliRunner().invoke(generate, args)
+    result = invoke_generate(args)
     assert result.exit_code == 0, result.output
     assert result.output.splitlines()[0] == "i2t-0000\tred circle"
     assert loads == [("train", train, "train"), ("tokenizers", tokenizers_dir, "tokenizers")]
@@ -761,20 +767,20 @@ def test_cli_generates_with_stage_folders(tmp_path, monkeypatch):
     assert "generations/grid-i2t.png" in logged and "generations/generations.jsonl" in logged
 
     quiet = ["--tracker", "none"]
-    bad = CliRunner().invoke(generate, [*args[:-2], "--set", "sampler.variable.stepz=2", *quiet])
+    bad = invoke_generate([*args[:-2], "--set", "sampler.variable.stepz=2", *quiet])
     assert bad.exit_code == 2 and "did you mean 'steps'" in bad.output
 
     # The cycle reranker and caption refinement use the model: no CLIP stage is loaded.
     loads.clear()
     cycle = ["--task", "i2t", *given, "--out", str(tmp_path / "cycle"), "--candidates", "2", "--rerank", "cycle"]
     cycle += ["--refine", "caption_refine", "--set", "rerank.passes=1", *quiet]
-    result = CliRunner().invoke(generate, cycle)
+    result = invoke_generate(cycle)
     assert result.exit_code == 0, result.output
     assert result.output.splitlines()[0] == "i2t-0000\tred circle"
     assert [key for key, _, _ in loads] == ["train", "tokenizers"]
-    no_pass = CliRunner().invoke(generate, [*cycle, "--set", "rerank.passes=0"])
-    assert no_pass.exit_code == 2 and "rerank.i2t: passes must be > 0, got 0" in no_pass.output
-    unnamed = CliRunner().invoke(generate, ["--task", "i2t", *given, "--set", "rerank.passes=1", *quiet])
+    no_pass = invoke_generate([*cycle, "--set", "rerank.passes=0"])
+    assert no_pass.exit_code == 2 and no_pass.output == "error: mmgen generate: rerank.i2t.passes: must be > 0, got 0\n"
+    unnamed = invoke_generate(["--task", "i2t", *given, "--set", "rerank.passes=1", *quiet])
     assert unnamed.exit_code == 2 and "--set rerank.passes=1: give --rerank NAME first" in unnamed.output
     # CLIP reranking reads a clip stage, which --stage folders must then name.
     stages = ["--stage", f"train={train}", "--stage", f"tokenizers={tokenizers_dir}"]
@@ -782,13 +788,13 @@ def test_cli_generates_with_stage_folders(tmp_path, monkeypatch):
         generate, ["--task", "t2i", "--prompt", "red", *stages, "--candidates", "2", "--rerank", "clip", *quiet]
     )
     assert no_clip.exit_code == 2 and "give --run DIR or --stage clip=DIR" in no_clip.output
-    unranked = CliRunner().invoke(generate, ["--task", "t2i", "--prompt", "red", "--candidates", "2", *stages, *quiet])
+    unranked = invoke_generate(["--task", "t2i", "--prompt", "red", "--candidates", "2", *stages, *quiet])
     assert unranked.exit_code == 2 and "`--rerank clip` on the command line" in unranked.output
 
     # A reranker the task cannot feed fails before sampling.
     model.calls.clear()
     wrong = ["--task", "inpaint", *given, "--candidates", "2", "--rerank", "cycle", *quiet]
-    wrong_task = CliRunner().invoke(generate, wrong)
+    wrong_task = invoke_generate(wrong)
     assert wrong_task.exit_code != 0 and model.calls == []
     assert "task 'inpaint' has no ['text'] for the 'cycle' reranker" in wrong_task.output + str(wrong_task.exception)
 
@@ -805,7 +811,7 @@ def test_cli_region_and_count_reach_the_task(tmp_path, monkeypatch):
     common = ["--run", str(run), "--tracker", "none"]
     out = tmp_path / "inpaint"
     args = ["--task", "inpaint", "--image", str(tmp_path / "in.png"), "--region", "0,0.5,0.5,1", "--out", str(out)]
-    result = CliRunner().invoke(generate, [*args, *common])
+    result = invoke_generate([*args, *common])
     assert result.exit_code == 0, result.output
     (made,) = load_generations(out)
     assert made.inputs["region"] == [0.0, 0.5, 0.5, 1.0]
@@ -814,10 +820,10 @@ def test_cli_region_and_count_reach_the_task(tmp_path, monkeypatch):
     decoder = tokenizers()["image"]
     expected = decoder.present(decoder.decode(Segment.full("image", tokens[None]))[0])
     assert np.array_equal(made.outputs["image"], expected)
-    bad = CliRunner().invoke(generate, [*args[:-4], "--region", "0.5,0,0.5,1", *common])
+    bad = invoke_generate([*args[:-4], "--region", "0.5,0,0.5,1", *common])
     assert bad.exit_code == 2 and "top < bottom" in bad.output
     out = tmp_path / "pairs"
-    result = CliRunner().invoke(generate, ["--task", "unconditional", "--count", "3", "--out", str(out), *common])
+    result = invoke_generate(["--task", "unconditional", "--count", "3", "--out", str(out), *common])
     assert result.exit_code == 0, result.output
     assert [g.key for g in load_generations(out)] == ["unconditional-0000", "unconditional-0001", "unconditional-0002"]
     assert [line.split("\t")[1] for line in result.output.splitlines()[:3]] == ["red circle"] * 3

@@ -13,19 +13,17 @@ from __future__ import annotations
 
 import json
 import os
-import socket
 import subprocess
 import sys
-import time
 import urllib.parse
 import urllib.request
 from pathlib import Path
 
 import pytest
+from mlflow_helpers import free_port, start_server, stop_server
 
 ROOT = Path(__file__).resolve().parents[1]
 CHROMIUM = "/usr/bin/chromium"
-SERVER_START_S = 120  # a fresh SQLite store migrates its schema first: ~15 s on 2 busy cores
 
 RECIPE = """\
 name: mlflow-e2e
@@ -55,45 +53,16 @@ stages:
 """
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-def wait_for_health(url: str, server: subprocess.Popen, log: Path) -> None:
-    deadline = time.monotonic() + SERVER_START_S
-    while time.monotonic() < deadline:
-        if server.poll() is not None:
-            pytest.fail(f"mlflow server exited with {server.returncode}:\n{log.read_text()[-3000:]}")
-        try:
-            with urllib.request.urlopen(f"{url}/health", timeout=2) as response:
-                if response.status == 200:
-                    return
-        except OSError:
-            time.sleep(0.5)
-    pytest.fail(f"mlflow server did not answer /health within {SERVER_START_S} s:\n{log.read_text()[-3000:]}")
-
-
 @pytest.fixture(scope="module")
 def server(tmp_path_factory):
     """`mlflow server` on a free loopback port, its store and artefacts in a temporary folder; its URL."""
     folder = tmp_path_factory.mktemp("mlflow-server")
     port = free_port()
-    log = folder / "server.log"
-    command = [sys.executable, "-m", "mlflow", "server", "--host", "127.0.0.1", "--port", str(port)]
-    command += ["--workers", "1", "--backend-store-uri", f"sqlite:///{folder / 'mlflow.db'}"]
-    command += ["--artifacts-destination", str(folder / "artifacts")]
-    with log.open("wb") as output:
-        # Its own process group, so that stopping it stops the workers it starts.
-        server = subprocess.Popen(command, cwd=folder, stdout=output, stderr=subprocess.STDOUT, start_new_session=True)
-    url = f"http://127.0.0.1:{port}"
+    process = start_server(folder, port)
     try:
-        wait_for_health(url, server, log)
-        yield url
+        yield f"http://127.0.0.1:{port}"
     finally:
-        os.killpg(server.pid, 15)
-        server.wait(timeout=30)
+        stop_server(process)
 
 
 def api(url: str, endpoint: str, body: dict | None = None, **query: str):

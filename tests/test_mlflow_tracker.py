@@ -8,6 +8,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from mlflow_helpers import free_port
 
 from mmgen.plugins.trackers.mlflow_tracker import EXPERIMENT_KIND_TAG, MlflowTracker
 from mmgen.plugins.trackers.none_tracker import NoneTracker
@@ -107,3 +108,27 @@ def test_the_none_tracker_keeps_no_table(caplog):
         tracker.log_table({"key": ["a"], "generated": ["b"]}, file_name="captions.json")
         tracker.log_image(np.zeros((2, 2, 3), dtype=np.uint8), file_name="g.png", key="g", step=1)
     assert caplog.messages == ["table captions.json: 2 columns (not kept)", "image g.png (not kept)"]
+
+
+def test_a_server_that_stopped_answering_is_one_clear_error_and_end_stays_quiet(monkeypatch, caplog):
+    from mlflow.tracking import MlflowClient
+
+    from mmgen.api import TrackerUnavailable
+
+    monkeypatch.setenv("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
+    uri = f"http://127.0.0.1:{free_port()}"  # nothing listens there
+    tracker = MlflowTracker(experiment="lost", tracking_uri=uri)
+    # As after a successful start() against a server that has since gone away.
+    tracker._client, tracker.run_id, tracker._uri = MlflowClient(tracking_uri=uri), "0" * 32, uri
+    with pytest.raises(TrackerUnavailable) as info:
+        tracker.log_metrics({"train/loss": 1.0}, step=1)
+    assert str(info.value) == (
+        f"MLflow tracking server {uri} stopped answering while logging metrics (Connection refused); finished "
+        "stages are kept: start the server and run the same command again to resume, or use `--set tracker.use=none`"
+    )
+    with caplog.at_level(logging.WARNING):
+        tracker.end(status="FAILED")  # nothing more is sent, nothing more is said
+    assert caplog.text == ""
+    # A mistake in the call is not dressed up as a lost server.
+    with pytest.raises(ValueError, match="MLflow keeps tables as .json files"):
+        tracker.log_table({"a": [1]}, file_name="table.csv")

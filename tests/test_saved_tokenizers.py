@@ -81,8 +81,8 @@ def test_tokenizers_stage_trains_and_saves_image_then_text(tmp_path):
     image = loaded["image"].load_item(record.data)
     assert loaded["image"].decode(loaded["image"].encode(image[None]))[0].shape == (3, 16, 16)
     # The val split is evaluated and logged under the tokenizer's modality.
-    assert {"tokenizers/image/val/psnr", "tokenizers/image/val/codebook_usage", "tokenizers/image/val/perplexity"} <= set(tracker.metrics)
-    assert "tokenizers/text/vocab_size" in tracker.metrics and tracker.images == ["reconstructions/step_0000003.png"]
+    assert {"image/val/psnr", "image/val/codebook_usage", "image/val/perplexity"} <= set(tracker.metrics)
+    assert "text/vocab_size" in tracker.metrics and tracker.images == ["reconstructions/step_0000003.png"]
 
 
 def test_saving_under_another_modality_is_refused(tmp_path):

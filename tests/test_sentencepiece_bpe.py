@@ -131,9 +131,9 @@ def test_fit_reads_train_captions_and_logs_val_lengths():
     bpe.fit(records, tracker=tracker, out_dir=None, device="cpu", seed=0)
     n = len(bpe.encode_ids("a large red circle in the top left"))
     assert tracker.logged == {
-        "tokenizers/text/vocab_size": float(bpe.token_space.vocab_size),
-        "tokenizers/text/mean_length": float(n),
-        "tokenizers/text/truncated_share": 0.0,
+        "text/vocab_size": float(bpe.token_space.vocab_size),
+        "text/mean_length": float(n),
+        "text/truncated_share": 0.0,
     }
     with pytest.raises(TypeError, match="a list of texts, not one str"):
         bpe.encode("a red circle")

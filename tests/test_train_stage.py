@@ -201,9 +201,9 @@ def test_loading_needs_a_saved_model(registry, tmp_path):
 
 
 def test_a_stage_needs_an_objective(registry):
-    config = structure_attrs(TrainModelStage.Config, {**TINY_MODEL, "objectives": []}, registry=registry)
-    with pytest.raises(ValueError, match="at least one objective"):
-        TrainModelStage.from_config(config)
+    # Refused when the recipe is structured (before any work), at the field's own path.
+    with pytest.raises(ConfigError, match=r"^stages\.train\.objectives: the train stage needs at least one objective"):
+        structure_spec("stages", {"use": "train", **TINY_MODEL, "objectives": []}, path="stages.train", registry=registry)
     spec = structure_spec("stages", {"use": "train", **TINY_MODEL}, path="stages.train", registry=registry)
     assert isinstance(registry.build(spec), TrainModelStage)
 

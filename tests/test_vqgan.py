@@ -276,11 +276,11 @@ def test_round_trip_within_reconstruction_error(trained):
 
 def test_fit_logs_val_psnr_usage_perplexity_and_a_grid(trained):
     tokenizer, tracker = trained
-    val_steps = [step for step, m in tracker.metrics if "tokenizers/image/val/psnr" in m]
+    val_steps = [step for step, m in tracker.metrics if "image/val/psnr" in m]
     assert val_steps == [200, 400]
-    last = [m for _, m in tracker.metrics if "tokenizers/image/val/psnr" in m][-1]
-    assert last["tokenizers/image/val/psnr"] == pytest.approx(tokenizer.train_metrics["psnr"])
-    assert 0 < last["tokenizers/image/val/codebook_usage"] <= 1 and last["tokenizers/image/val/perplexity"] >= 1
+    last = [m for _, m in tracker.metrics if "image/val/psnr" in m][-1]
+    assert last["image/val/psnr"] == pytest.approx(tokenizer.train_metrics["psnr"])
+    assert 0 < last["image/val/codebook_usage"] <= 1 and last["image/val/perplexity"] >= 1
     names = [name for name, _ in tracker.images]
     assert names == ["reconstructions/step_0000200.png", "reconstructions/step_0000400.png"]
     assert tracker.images[-1][1].shape == (32, 64, 3) and tracker.images[-1][1].dtype == np.uint8

@@ -145,7 +145,7 @@ class SentencePieceBPE:
         except FileNotFoundError:
             return
         stats = self.statistics(caption for record in val for caption in record.captions)
-        tracker.log_metrics({f"tokenizers/{self.modality}/{name}": value for name, value in stats.items()})
+        tracker.log_metrics({f"{self.modality}/{name}": value for name, value in stats.items()})
 
     def statistics(self, texts: Iterable[str]) -> dict[str, float]:
         """Vocabulary size, mean tokens per text (with EOS, after truncation) and the share truncated."""

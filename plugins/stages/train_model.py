@@ -21,6 +21,7 @@ from typing import Any, ClassVar
 import attrs
 
 from mmgen.api import (
+    FieldError,
     GenerateOptions,
     JointTokenSpace,
     Spec,
@@ -113,13 +114,15 @@ class TrainModelStage:
         tokenizers_stage: str = upstream("tokenizers")
         cache_stage: str = upstream("cache")
 
+        def __attrs_post_init__(self) -> None:
+            if not self.objectives:  # found when the recipe loads, not after earlier stages ran
+                raise FieldError("objectives", "the train stage needs at least one objective (e.g. [{use: mask}])")
+
     @classmethod
     def from_config(cls, config: Config, **_deps: Any) -> TrainModelStage:
         return cls(config=config)
 
     def __init__(self, *, config: Config) -> None:
-        if not config.objectives:
-            raise ValueError("the train stage needs at least one objective")
         self.config = config
 
     @classmethod

@@ -12,6 +12,7 @@ the database that records it.
 
 from __future__ import annotations
 
+import contextlib
 import io
 import logging
 import os
@@ -21,7 +22,7 @@ import urllib.error
 import urllib.request
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Iterator
 
 import attrs
 
@@ -76,6 +77,50 @@ def training_experiment(client: Any, name: str, *, uri: str) -> str:
     return experiment.experiment_id
 
 
+@contextlib.contextmanager
+def reporting_loss(uri: str, what: str) -> Iterator[None]:
+    """A tracking server lost mid-run is one clear error, not a traceback from deep in MLflow's client.
+
+    MLflow has already retried (MLFLOW_HTTP_REQUEST_MAX_RETRIES times, backing off), so a short blip passes
+    unnoticed; what reaches here is a server that stayed away. The stage it interrupts resumes on a re-run.
+    """
+    try:
+        yield
+    except Exception as exc:
+        if not (uri.startswith(("http://", "https://")) and unreachable(exc)):
+            raise
+        raise TrackerUnavailable(
+            f"MLflow tracking server {uri} stopped answering while logging {what} ({transport_reason(exc)}); "
+            "finished stages are kept: start the server and run the same command again to resume, "
+            "or use `--set tracker.use=none`"
+        ) from None
+
+
+def transport_reason(exc: Exception) -> str:
+    """The innermost cause in MLflow's nested transport error: 'ConnectionRefusedError: Connection refused'."""
+    errno_text = re.findall(r"\[Errno \d+\] ([^\"'\)]+)", str(exc))
+    if errno_text:
+        return errno_text[-1].strip()
+    causes = re.findall(r"(\w+Error)\((?:\d+, )?'([^']+)'", str(exc))
+    if causes:
+        return "{}: {}".format(*causes[-1])
+    return (str(exc).splitlines() or [type(exc).__name__])[0][:160]
+
+
+def unreachable(exc: Exception) -> bool:
+    """Whether an error from MLflow's client means the server could not be reached (not a bad request)."""
+    if isinstance(exc, (ConnectionError, TimeoutError)):
+        return True
+    try:
+        import requests
+    except ImportError:  # pragma: no cover - MLflow depends on requests
+        requests = None
+    if requests is not None and isinstance(exc, (requests.ConnectionError, requests.Timeout)):
+        return True
+    # MLflow's REST client wraps transport failures (after its retries) in this wording.
+    return "API request to" in str(exc) and "failed with exception" in str(exc)
+
+
 class MlflowTracker:
     name: ClassVar[str] = "mlflow"
 
@@ -94,6 +139,7 @@ class MlflowTracker:
         self.run_id: str | None = None
         self.experiment_id: str | None = None
         self._uri = ""
+        self._lost = False
 
     @classmethod
     def from_config(cls, config: Config, **_: Any) -> MlflowTracker:
@@ -136,63 +182,82 @@ class MlflowTracker:
         """A tracker for a child run (sweeps): call `start(..., parent_run_id=self.run_id)`."""
         return MlflowTracker(experiment=self.experiment, tracking_uri=self.tracking_uri, check_timeout_s=self.check_timeout_s)
 
+    @contextlib.contextmanager
+    def _reporting(self, what: str) -> Iterator[None]:
+        try:
+            with reporting_loss(self._uri, what):
+                yield
+        except TrackerUnavailable:
+            self._lost = True  # nothing more is sent: `end` cannot mark the run either
+            raise
+
     def _require(self) -> Any:
         if self._client is None:
             raise RuntimeError("MlflowTracker used before start()")
         return self._client
 
     def log_params(self, params: Mapping[str, Any]) -> None:
-        from mlflow.entities import Param
+        with self._reporting("params"):
+            from mlflow.entities import Param
 
-        client = self._require()
-        items = [Param(k, str(v)[:MAX_PARAM_LENGTH]) for k, v in params.items()]
-        for i in range(0, len(items), PARAMS_PER_BATCH):
-            client.log_batch(self.run_id, params=items[i : i + PARAMS_PER_BATCH])
+            client = self._require()
+            items = [Param(k, str(v)[:MAX_PARAM_LENGTH]) for k, v in params.items()]
+            for i in range(0, len(items), PARAMS_PER_BATCH):
+                client.log_batch(self.run_id, params=items[i : i + PARAMS_PER_BATCH])
 
     def log_metrics(self, metrics: Mapping[str, float], *, step: int | None = None) -> None:
-        from mlflow.entities import Metric
+        with self._reporting("metrics"):
+            from mlflow.entities import Metric
 
-        import time
+            import time
 
-        client = self._require()
-        now = int(time.time() * 1000)
-        items = [Metric(k, float(v), now, step or 0) for k, v in metrics.items()]
-        for i in range(0, len(items), 1000):
-            client.log_batch(self.run_id, metrics=items[i : i + 1000])
+            client = self._require()
+            now = int(time.time() * 1000)
+            items = [Metric(k, float(v), now, step or 0) for k, v in metrics.items()]
+            for i in range(0, len(items), 1000):
+                client.log_batch(self.run_id, metrics=items[i : i + 1000])
 
     def log_artifact(self, path: Path, *, artifact_path: str | None = None) -> None:
-        path = Path(path)
-        client = self._require()
-        if path.is_dir():
-            client.log_artifacts(self.run_id, str(path), artifact_path)
-        else:
-            client.log_artifact(self.run_id, str(path), artifact_path)
+        with self._reporting(f"{path}"):
+            path = Path(path)
+            client = self._require()
+            if path.is_dir():
+                client.log_artifacts(self.run_id, str(path), artifact_path)
+            else:
+                client.log_artifact(self.run_id, str(path), artifact_path)
 
     def log_text(self, text: str, *, file_name: str) -> None:
-        self._require().log_text(self.run_id, text, file_name)
+        with self._reporting(file_name):
+            self._require().log_text(self.run_id, text, file_name)
 
     def log_image(self, image: Any, *, file_name: str, key: str | None = None, step: int | None = None) -> None:
-        from PIL import Image
+        with self._reporting(file_name):
+            from PIL import Image
 
-        client = self._require()
-        picture = Image.fromarray(image)
-        buffer = io.BytesIO()
-        picture.save(buffer, format="PNG")
-        with tempfile.TemporaryDirectory() as tmp:
-            target = Path(tmp) / Path(file_name).name
-            target.write_bytes(buffer.getvalue())
-            parent = str(Path(file_name).parent)
-            client.log_artifact(self.run_id, str(target), None if parent == "." else parent)
-        if key is not None:
-            # The series the run page's "Model metrics" tab shows with a step slider; written before this returns.
-            client.log_image(self.run_id, picture, key=key, step=step or 0, synchronous=True)
+            client = self._require()
+            picture = Image.fromarray(image)
+            buffer = io.BytesIO()
+            picture.save(buffer, format="PNG")
+            with tempfile.TemporaryDirectory() as tmp:
+                target = Path(tmp) / Path(file_name).name
+                target.write_bytes(buffer.getvalue())
+                parent = str(Path(file_name).parent)
+                client.log_artifact(self.run_id, str(target), None if parent == "." else parent)
+            if key is not None:
+                # The series the run page's "Model metrics" tab shows with a step slider; written before this returns.
+                client.log_image(self.run_id, picture, key=key, step=step or 0, synchronous=True)
 
     def log_table(self, data: Mapping[str, Sequence[Any]], *, file_name: str) -> None:
         """Columns as an MLflow table (JSON, `split` orient), which the run's artefact view shows as a table."""
-        if not file_name.endswith(".json"):
-            raise ValueError(f"MLflow keeps tables as .json files, got file_name {file_name!r}")
-        self._require().log_table(self.run_id, data={k: list(v) for k, v in data.items()}, artifact_file=file_name)
+        with self._reporting(file_name):
+            if not file_name.endswith(".json"):
+                raise ValueError(f"MLflow keeps tables as .json files, got file_name {file_name!r}")
+            self._require().log_table(self.run_id, data={k: list(v) for k, v in data.items()}, artifact_file=file_name)
 
     def end(self, *, status: str = "FINISHED") -> None:
-        if self._client is not None and self.run_id is not None:
+        if self._client is None or self.run_id is None or self._lost:
+            return
+        try:
             self._client.set_terminated(self.run_id, status=status)
+        except Exception as exc:  # the run's outcome stands; only its record could not be closed
+            log.warning("MLflow run %s could not be marked %s: %s", self.run_id, status, str(exc).splitlines()[0])

@@ -128,7 +128,7 @@ class VQGANTokenizer:
             train_images=ImageItems(records("train"), self.load_item),
             val_images=val_images,
             out_dir=Path(out_dir),
-            tracker=PrefixedTracker(tracker, f"tokenizers/{self.modality}/") if tracker is not None else None,
+            tracker=PrefixedTracker(tracker, f"{self.modality}/") if tracker is not None else None,
             device=device,
             on_eval=on_eval,
         )

@@ -9,6 +9,8 @@ import attrs
 import numpy as np
 from PIL import Image
 
+from mmgen.api import FieldError, non_negative
+
 from .captions import make_captions
 from .render import render, sample_scene
 from .scene import Scene
@@ -23,6 +25,19 @@ SPLIT_STREAMS = {"train": 0, "val": 1, "test": 2, "holdout": 3}
 # `drawn`: objects in the order their cells were drawn (random); `reading`: by cell,
 # row by row, so the `full` caption (and evaluation prompt) of a scene is unique.
 OBJECT_ORDERS = ("drawn", "reading")
+
+
+def _one_of(field: str, value: object, allowed: object) -> None:
+    if value not in allowed:
+        raise FieldError(field, f"must be one of {', '.join(map(str, allowed))}, got {value!r}")
+
+
+def _pairs(field: str, pairs: tuple[str, ...]) -> None:
+    for index, pair in enumerate(pairs):
+        try:
+            parse_pair(pair)
+        except ValueError as exc:
+            raise FieldError(f"{field}[{index}]", str(exc)) from None
 
 
 def encode_png(pixels: np.ndarray) -> bytes:
@@ -48,16 +63,17 @@ class ShapesDataset:
 
     @attrs.frozen(kw_only=True)
     class Config:
-        size: int = 64
-        max_objects: int = 2
-        train: int = 10_000
-        val: int = 500
-        test: int = 500
-        holdout: int = 500
+        # Checked when the recipe loads, so a bad value is reported at its YAML path before any work.
+        size: int = attrs.field(default=64, validator=lambda _, a, v: _one_of(a.name, v, CANVAS_SIZES))
+        max_objects: int = attrs.field(default=2, validator=lambda _, a, v: _one_of(a.name, v, range(1, MAX_OBJECTS + 1)))
+        train: int = attrs.field(default=10_000, validator=non_negative)
+        val: int = attrs.field(default=500, validator=non_negative)
+        test: int = attrs.field(default=500, validator=non_negative)
+        holdout: int = attrs.field(default=500, validator=non_negative)
         seed: int = 0
-        holdout_pairs: tuple[str, ...] = ("yellow triangle",)
+        holdout_pairs: tuple[str, ...] = attrs.field(default=("yellow triangle",), validator=lambda _, a, v: _pairs(a.name, v))
         hold_out: bool = True
-        object_order: str = "drawn"
+        object_order: str = attrs.field(default="drawn", validator=lambda _, a, v: _one_of(a.name, v, OBJECT_ORDERS))
 
     def __init__(
         self,
