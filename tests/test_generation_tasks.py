@@ -784,8 +784,8 @@ def test_cli_generates_with_stage_folders(tmp_path, monkeypatch):
     assert unnamed.exit_code == 2 and "--set rerank.passes=1: give --rerank NAME first" in unnamed.output
     # CLIP reranking reads a clip stage, which --stage folders must then name.
     stages = ["--stage", f"train={train}", "--stage", f"tokenizers={tokenizers_dir}"]
-    no_clip = CliRunner().invoke(
-        generate, ["--task", "t2i", "--prompt", "red", *stages, "--candidates", "2", "--rerank", "clip", *quiet]
+    no_clip = invoke_generate(
+        ["--task", "t2i", "--prompt", "red", *stages, "--candidates", "2", "--rerank", "clip", *quiet]
     )
     assert no_clip.exit_code == 2 and "give --run DIR or --stage clip=DIR" in no_clip.output
     unranked = invoke_generate(["--task", "t2i", "--prompt", "red", "--candidates", "2", *stages, *quiet])
