@@ -176,30 +176,30 @@ def test_only_plausible_variants_are_scored():
 
 
 def test_refine_and_rerank_options_are_checked():
-    with pytest.raises(ValueError, match="sweeps must be > 0, got 0"):
+    with pytest.raises(ValueError, match="sweeps: must be > 0, got 0"):
         RefineConfig(sweeps=0)
-    with pytest.raises(ValueError, match=r"min_prob must be in \[0, 1\], got 1.5"):
+    with pytest.raises(ValueError, match=r"min_prob: must be in \[0, 1\], got 1.5"):
         RefineConfig(min_prob=1.5)
-    with pytest.raises(ValueError, match="prior_weight must be >= 0, got -1"):
+    with pytest.raises(ValueError, match="prior_weight: must be >= 0, got -1"):
         RefineConfig(prior_weight=-1)
     with pytest.raises(ValueError, match=r"pair_distances must be distinct and >= 1, got \[1, 0\]"):
         RefineConfig(pair_distances=[1, 0])
     with pytest.raises(ValueError, match=r"pair_distances must be distinct and >= 1, got \[2, 2\]"):
         RefineConfig(pair_distances=[2, 2])
-    with pytest.raises(ValueError, match="passes must be > 0, got 0"):
+    with pytest.raises(ValueError, match="passes: must be > 0, got 0"):
         RefineConfig(passes=0)
-    with pytest.raises(ValueError, match="passes must be > 0, got 0"):
+    with pytest.raises(ValueError, match="passes: must be > 0, got 0"):
         CycleReranker.Config(passes=0)
-    with pytest.raises(ValueError, match="batch_size must be > 0, got 0"):
+    with pytest.raises(ValueError, match="batch_size: must be > 0, got 0"):
         CycleReranker.Config(batch_size=0)
 
     def generate_config(data):
         return structure_attrs(GenerateStage.Config, data, registry=load_registry())
 
     # In a recipe the errors name their place.
-    with pytest.raises(ConfigError, match="rerank.i2t: passes must be > 0, got 0"):
+    with pytest.raises(ConfigError, match="rerank.i2t.passes: must be > 0, got 0"):
         generate_config({"tasks": ["i2t"], "rerank": {"i2t": {"use": "cycle", "passes": 0}}})
-    with pytest.raises(ConfigError, match="refine.i2t: sweeps must be > 0, got 0"):
+    with pytest.raises(ConfigError, match="refine.i2t.sweeps: must be > 0, got 0"):
         generate_config({"tasks": ["i2t"], "refine": {"i2t": {"use": "caption_refine", "sweeps": 0}}})
     with pytest.raises(ConfigError, match=r"refine given for tasks not run: \['i2t'\]"):
         generate_config({"tasks": ["t2i"], "refine": {"i2t": "caption_refine"}})

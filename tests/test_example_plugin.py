@@ -286,7 +286,7 @@ def test_targets_are_generated_in_request_order_each_seeing_the_ones_before():
 
 
 def test_options_are_checked_with_the_yaml_path():
-    with pytest.raises(ConfigError, match=r"sampler: steps must be > 0, got 0"):
+    with pytest.raises(ConfigError, match=r"sampler.steps: must be > 0, got 0"):
         structure_attrs(LinearScheduleSampler.Config, {"steps": 0}, path="sampler")
     with pytest.raises(ConfigError, match=r"sampler.choise_noise: unknown option .*did you mean 'choice_noise'"):
         structure_attrs(LinearScheduleSampler.Config, {"choise_noise": 1.0}, path="sampler")

@@ -442,4 +442,6 @@ def test_every_command_reports_user_errors_the_same_way(workdir):
 def test_a_missing_run_folder_for_generate(workdir):
     code, stderr = run("generate", "--task", "t2i", "--prompt", "a red circle", "--tracker", "none")
     assert code == 2 and "Traceback" not in stderr
-    assert stderr.splitlines()[-1] == "Error: generation reads the 'train' stage: give --run DIR or --stage train=DIR"
+    assert stderr.splitlines() == [
+        "error: mmgen generate: generation reads the 'train' stage: give --run DIR or --stage train=DIR"
+    ]

@@ -171,9 +171,9 @@ def test_stage_options_and_their_errors(registry):
     data = {**MODEL, "condition_dropout": 0.1, "samples": {"every": 500, "prompts": 4, "split": "test"}}
     config = structure_attrs(TrainModelStage.Config, data, registry=registry)
     assert config.condition_dropout == 0.1 and config.samples == SampleOptions(every=500, prompts=4, split="test")
-    with pytest.raises(ConfigError, match=r"condition_dropout must be in \[0, 1\], got 1.5"):
+    with pytest.raises(ConfigError, match=r"condition_dropout: must be in \[0, 1\], got 1.5"):
         structure_attrs(TrainModelStage.Config, {**MODEL, "condition_dropout": 1.5}, registry=registry)
-    with pytest.raises(ConfigError, match=r"every must be > 0 or null, got 0"):
+    with pytest.raises(ConfigError, match=r"samples.every: must be > 0 or null, got 0"):
         structure_attrs(TrainModelStage.Config, {**MODEL, "samples": {"every": 0}}, registry=registry)
     with pytest.raises(ConfigError, match=r"samples\.evry: unknown option.*did you mean 'every'"):
         structure_attrs(TrainModelStage.Config, {**MODEL, "samples": {"evry": 2}}, registry=registry)
