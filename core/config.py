@@ -105,7 +105,7 @@ def _join(path: str, key: str | int) -> str:
     return f"{path}.{key}" if path else key
 
 
-def _describe(value: Any, limit: int = 80) -> str:
+def describe_value(value: Any, limit: int = 80) -> str:
     text = repr(value)
     if len(text) > limit:  # the YAML path says where; the start of the value is enough to recognise it
         text = text[: limit - 3] + "..."
@@ -124,7 +124,7 @@ def structure(tp: Any, data: Any, *, path: str = "", registry: Any = None) -> An
         return data
     if tp is bool:
         if not isinstance(data, bool):
-            raise ConfigError(path, f"expected true or false, got {_describe(data)}")
+            raise ConfigError(path, f"expected true or false, got {describe_value(data)}")
         return data
     if tp is int:
         return _structure_int(data, path)
@@ -132,16 +132,16 @@ def structure(tp: Any, data: Any, *, path: str = "", registry: Any = None) -> An
         return _structure_float(data, path)
     if tp is str:
         if not isinstance(data, str):
-            raise ConfigError(path, f"expected a string, got {_describe(data)}")
+            raise ConfigError(path, f"expected a string, got {describe_value(data)}")
         return data
     if tp is type(None):
         if data is not None:
-            raise ConfigError(path, f"expected null, got {_describe(data)}")
+            raise ConfigError(path, f"expected null, got {describe_value(data)}")
         return None
     if origin is Literal:
         if not any(data == a and type(data) is type(a) for a in args):
             hint = did_you_mean(data, [a for a in args if isinstance(a, str)]) if isinstance(data, str) else ""
-            raise ConfigError(path, f"expected one of {list(args)}, got {_describe(data)}{hint}")
+            raise ConfigError(path, f"expected one of {list(args)}, got {describe_value(data)}{hint}")
         return data
     if origin in (Union, types.UnionType):
         return _structure_union(args, data, path, registry)
@@ -158,21 +158,21 @@ def structure(tp: Any, data: Any, *, path: str = "", registry: Any = None) -> An
 
 def _structure_int(data: Any, path: str) -> int:
     if isinstance(data, bool) or not isinstance(data, (int, str)):
-        raise ConfigError(path, f"expected an integer, got {_describe(data)}")
+        raise ConfigError(path, f"expected an integer, got {describe_value(data)}")
     if isinstance(data, str):
         try:
             number = float(data)
         except ValueError:
-            raise ConfigError(path, f"expected an integer, got {_describe(data)}") from None
+            raise ConfigError(path, f"expected an integer, got {describe_value(data)}") from None
         if not number.is_integer():
-            raise ConfigError(path, f"expected an integer, got {_describe(data)}")
+            raise ConfigError(path, f"expected an integer, got {describe_value(data)}")
         return int(number)
     return data
 
 
 def _structure_float(data: Any, path: str) -> float:
     if isinstance(data, bool):
-        raise ConfigError(path, f"expected a number, got {_describe(data)}")
+        raise ConfigError(path, f"expected a number, got {describe_value(data)}")
     if isinstance(data, (int, float)):
         return float(data)
     if isinstance(data, str):
@@ -180,7 +180,7 @@ def _structure_float(data: Any, path: str) -> float:
             return float(data)  # PyYAML reads 1e-4 (no dot) as a string
         except ValueError:
             pass
-    raise ConfigError(path, f"expected a number, got {_describe(data)}")
+    raise ConfigError(path, f"expected a number, got {describe_value(data)}")
 
 
 def _structure_union(args: tuple, data: Any, path: str, registry: Any) -> Any:
@@ -197,13 +197,13 @@ def _structure_union(args: tuple, data: Any, path: str, registry: Any) -> Any:
 
 def _seq(data: Any, path: str) -> list:
     if not isinstance(data, (list, tuple)):
-        raise ConfigError(path, f"expected a list, got {_describe(data)}")
+        raise ConfigError(path, f"expected a list, got {describe_value(data)}")
     return list(data)
 
 
 def _mapping(data: Any, path: str) -> Mapping:
     if not isinstance(data, Mapping):
-        raise ConfigError(path, f"expected a mapping, got {_describe(data)}")
+        raise ConfigError(path, f"expected a mapping, got {describe_value(data)}")
     return data
 
 
@@ -218,7 +218,7 @@ def _structure_tuple(args: tuple, data: Any, path: str, registry: Any) -> tuple:
 
 def _structure_mapping(args: tuple, data: Any, path: str, registry: Any) -> dict:
     if not isinstance(data, Mapping):
-        raise ConfigError(path, f"expected a mapping, got {_describe(data)}")
+        raise ConfigError(path, f"expected a mapping, got {describe_value(data)}")
     key_type, value_type = args if args else (str, Any)
     result = {}
     for key, value in data.items():
@@ -232,7 +232,7 @@ def structure_attrs(cls: type, data: Any, *, path: str = "", registry: Any = Non
     if data is None:
         data = {}
     if not isinstance(data, Mapping):
-        raise ConfigError(path, f"expected a mapping of options for {cls.__name__}, got {_describe(data)}")
+        raise ConfigError(path, f"expected a mapping of options for {cls.__name__}, got {describe_value(data)}")
     fields = {f.name: f for f in attrs.fields(cls) if f.init}
     hints = typing.get_type_hints(cls)
     for key in data:
@@ -299,13 +299,13 @@ def structure_spec(kind: str, data: Any, *, path: str, registry: Any) -> Spec:
     if isinstance(data, str):
         data = {"use": data}
     if not isinstance(data, Mapping):
-        raise ConfigError(path, f"expected a mapping with `use: <{kind[:-1]} name>`, got {_describe(data)}")
+        raise ConfigError(path, f"expected a mapping with `use: <{kind[:-1]} name>`, got {describe_value(data)}")
     if "use" not in data:
-        known = ", ".join(sorted(_names(registry, kind))) or "none"
+        known = ", ".join(sorted(registered_names(registry, kind))) or "none"
         raise ConfigError(_join(path, "use"), f"missing; name the {kind[:-1]} (registered: {known})")
     use = data["use"]
     if not isinstance(use, str):
-        raise ConfigError(_join(path, "use"), f"expected a {kind[:-1]} name, got {_describe(use)}")
+        raise ConfigError(_join(path, "use"), f"expected a {kind[:-1]} name, got {describe_value(use)}")
     try:
         cls = registry.get(kind, use)
     except KeyError as exc:
@@ -318,7 +318,7 @@ def structure_spec(kind: str, data: Any, *, path: str, registry: Any) -> Spec:
 # ---- hints for options written in the wrong place -------------------------------------------------
 
 
-def _names(registry: Any, kind: str) -> list[str]:
+def registered_names(registry: Any, kind: str) -> list[str]:
     try:
         return list(registry.names(kind))
     except (AttributeError, KeyError):
@@ -338,9 +338,9 @@ def other_kind_hint(kind: str, name: str, registry: Any) -> str:
     """`shapes` given as a stage: say it is a dataset, and which option of which `kind` component takes it."""
     if registry is None:
         return ""
-    for other in (k for k in DEPS if k != kind and name in _names(registry, k)):
+    for other in (k for k in DEPS if k != kind and name in registered_names(registry, k)):
         hint = f"; {name!r} is a {other[:-1]}, not a {kind[:-1]}"
-        for owner in _names(registry, kind):
+        for owner in registered_names(registry, kind):
             config = _config_class(registry, kind, owner)
             for field in attrs.fields(config) if config is not None else ():
                 if field.metadata.get(KIND_KEY) == other:
@@ -357,7 +357,7 @@ def misplaced_option_hint(cls: type, key: str, data: Mapping, registry: Any) -> 
         return f"; did you mean {' or '.join(repr(p) for p in found[:3])}?"
     for field in attrs.fields(cls):
         kind = field.metadata.get(KIND_KEY)
-        if kind is not None and key in _names(registry, kind):
+        if kind is not None and key in registered_names(registry, kind):
             form = f"[{{use: {key}, ...}}]" if field.metadata[MANY_KEY] is True else f"{{use: {key}, ...}}"
             return f"; {key!r} is a {kind[:-1]}: write `{field.name}: {form}`"
     return ""

@@ -23,11 +23,11 @@ import yaml
 from .config import (
     ConfigError,
     Spec,
-    _describe,
-    _names,
     component,
     declared_inputs,
+    describe_value,
     did_you_mean,
+    registered_names,
     structure_attrs,
     structure_spec,
     to_data,
@@ -151,7 +151,7 @@ def structure_recipe(
     try:
         stages_data = data.get("stages")
         if not isinstance(stages_data, Mapping) or not stages_data:
-            got = "" if stages_data is None else f", got {_describe(stages_data)}"
+            got = "" if stages_data is None else f", got {describe_value(stages_data)}"
             raise ConfigError("stages", f"expected a non-empty mapping of stage name -> options (`data: {{...}}`){got}")
         check_header_keys(data, stages_data, registry)
         header = structure_attrs(RecipeHeader, {k: v for k, v in data.items() if k != "stages"}, registry=registry)
@@ -173,7 +173,7 @@ def structure_stage(key: Any, options: Any, *, registry: Any) -> Spec:
         raise ConfigError(
             path,
             f"expected a mapping of the stage's options (`{key}: {{}}` for the defaults, `{key}: {{use: <stage>, ...}}`"
-            f" for another stage plugin), got {_describe(options)}",
+            f" for another stage plugin), got {describe_value(options)}",
         )
     inner = options.get(key)
     if isinstance(inner, Mapping) and key not in _stage_options(key, options, registry):
@@ -192,7 +192,7 @@ def check_header_keys(data: Mapping[str, Any], stages_data: Mapping[str, Any], r
         owners = [str(name) for name, options in stages_data.items() if key in _stage_options(name, options, registry)]
         if owners:
             hint = f"; it is an option of stage {' and '.join(map(repr, owners))}: put it under `stages.{owners[0]}`"
-        elif isinstance(key, str) and key in _names(registry, "stages"):
+        elif isinstance(key, str) and key in registered_names(registry, "stages"):
             hint = f"; {key!r} is a stage: put it under `stages:`"
         else:
             hint = did_you_mean(str(key), RECIPE_KEYS)
