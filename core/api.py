@@ -121,6 +121,10 @@ _EXPORTS: dict[str, tuple[str, str]] = {
     "atomic_write_bytes": ("atomic", "atomic_write_bytes"),
     "atomic_write_text": ("atomic", "atomic_write_text"),
     "atomic_writer": ("atomic", "atomic_writer"),
+    # finished stage folders and --set values, for plugins that add commands
+    "newest_finished": ("stage_folder", "newest_finished"),
+    "verify_stage_folder": ("stage_folder", "verify"),
+    "parse_override": ("recipe", "parse_override"),
     # the registry, for plugins that add commands
     "load_registry": ("registry", "load_registry"),
     "Registry": ("registry", "Registry"),

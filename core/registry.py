@@ -39,6 +39,7 @@ DEFAULT_PLUGINS = (
     "mmgen.plugins.rerankers.register",
     "mmgen.plugins.refiners.register",
     "mmgen.plugins.clip.register",
+    "mmgen.plugins.metrics.register",
 )
 
 ENTRY_POINT_GROUP = "mmgen"

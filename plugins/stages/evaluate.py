@@ -1,10 +1,14 @@
-"""The `evaluate` recipe stage: every configured metric over the generate stage's generations."""
+"""The `evaluate` recipe stage: every configured metric over the generate stage's generations.
+
+`evaluate` and `write_metrics` are what `mmgen eval` runs too, so a stage and the command give the
+same numbers, keys and table.
+"""
 
 from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Iterable, Sequence
 
 import attrs
 
@@ -42,15 +46,28 @@ class EvaluateStage:
 
     def run(self, ctx: StageContext) -> None:
         generations = ctx.inputs.load(self.config.generations_stage)
-        results: dict[str, float] = {}
-        for spec in self.config.metrics:
-            metric = ctx.registry.build(spec, inputs=ctx.inputs, device=ctx.device)
-            for name, value in metric.compute(generations).items():
-                results[f"{spec.use}/{name}"] = float(value)
-        ctx.tracker.log_metrics(results)
-        path = Path(ctx.out_dir) / METRICS_FILE
-        atomic_write_text(path, json.dumps(results, indent=2, sort_keys=True))
-        ctx.tracker.log_artifact(path)
+        results = evaluate(generations, self.config.metrics, registry=ctx.registry, inputs=ctx.inputs, device=ctx.device)
+        write_metrics(results, Path(ctx.out_dir) / METRICS_FILE, tracker=ctx.tracker)
+
+
+def evaluate(
+    generations: Sequence[Any], metrics: Iterable[Spec], *, registry: Any, inputs: Any, device: str
+) -> dict[str, float]:
+    """Each metric (built with its deps `inputs` and `device`) over the generations: `<metric>/<name>` -> value."""
+    results: dict[str, float] = {}
+    for spec in metrics:
+        metric = registry.build(spec, inputs=inputs, device=device)
+        for name, value in metric.compute(generations).items():
+            results[f"{spec.use}/{name}"] = float(value)
+    return results
+
+
+def write_metrics(results: dict[str, float], path: Path, *, tracker: Any) -> None:
+    """The results as JSON at `path`, logged to the tracker as metrics and the file as an artefact."""
+    tracker.log_metrics(results)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(path, json.dumps(results, indent=2, sort_keys=True))
+    tracker.log_artifact(path)
 
 
 def metrics_table(results: dict[str, float]) -> list[str]:
