@@ -160,6 +160,7 @@ class Probe(torch.nn.Module):
         return stats[:, :, None, None]
 
 
+@pytest.mark.filterwarnings("ignore::FutureWarning")  # torch marks jit.script and jit.save deprecated
 def test_a_torchscript_network_gets_299_pixel_pictures_scaled_as_tf_fid_does(tmp_path):
     path = tmp_path / "probe.pt"
     torch.jit.save(torch.jit.script(Probe()), str(path))
