@@ -49,7 +49,8 @@ def frechet_distance(
             )
         covmean = covmean.real
     diff = mu1 - mu2
-    return float(diff @ diff + np.trace(sigma1) + np.trace(sigma2) - 2 * np.trace(covmean))
+    distance = float(diff @ diff + np.trace(sigma1) + np.trace(sigma2) - 2 * np.trace(covmean))
+    return max(distance, 0.0)  # a distance; below 0 only by round-off (a set against itself)
 
 
 def _sqrtm(matrix: np.ndarray) -> np.ndarray:
