@@ -4,8 +4,9 @@ BLEU-1..4, METEOR, ROUGE-L and CIDEr-D as the COCO caption evaluation computes t
 package of its official code), on captions lower-cased and tokenised by its Stanford PTB tokenizer.
 The tokenizer and METEOR run on Java; pycocoevalcap comes with `pip install 'mmgen[caption]'`.
 
-SPICE is not offered: it needs Stanford CoreNLP models downloaded on first use (about 1 GB) and a large
-Java heap, which a metric that must run offline and on a laptop cannot promise.
+SPICE is not offered: pycocoevalcap's SPICE downloads Stanford CoreNLP on first use (a zip of several
+hundred MB, over plain http) and starts Java with an 8 GB heap, which an offline, laptop-sized run cannot
+promise; a number it cannot always give is worse than none.
 
 Results per task: `<task>/bleu_1` ... `bleu_4`, `meteor`, `rouge_l`, `cider_d` (the corpus scores
 pycocoevalcap reports) and `<task>/n`.
