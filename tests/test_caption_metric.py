@@ -13,7 +13,13 @@ from mmgen.plugins.metrics.caption import CaptionScores
 
 REFERENCES = {
     "img-0": ["A red circle on the left.", "a red circle", "red circle, left side"],
-    "img-1": ["Two blue squares.", "a pair of blue squares", "two squares, both blue", "blue squares", "2 blue squares"],
+    "img-1": [
+        "Two blue squares.",
+        "a pair of blue squares",
+        "two squares, both blue",
+        "blue squares",
+        "2 blue squares",
+    ],
     "img-2": ["A green triangle above a yellow circle.", "green triangle over a yellow circle"],
     "img-3": ["a yellow square to the right of a red circle", "red circle, yellow square on its right", "two shapes"],
 }
@@ -87,7 +93,9 @@ class Records:
 def test_references_from_the_data_stage_are_each_records_captions(monkeypatch):
     scored = []
     monkeypatch.setattr(caption_module, "check_caption_tools", lambda: None)
-    monkeypatch.setattr(caption_module, "coco_scores", lambda refs, made: scored.append((refs, made)) or {"bleu_1": 0.5})
+    monkeypatch.setattr(
+        caption_module, "coco_scores", lambda refs, made: scored.append((refs, made)) or {"bleu_1": 0.5}
+    )
     records = [Record(key=k, modality="image", data=b"", captions=tuple(v)) for k, v in REFERENCES.items()]
     inputs = StageInputs({}, uses={}, loaded={"data": Records(records[::-1])})
     result = CaptionScores.from_config(CaptionScores.Config(), inputs=inputs).compute(generations())
@@ -115,7 +123,9 @@ def test_a_generation_without_references_is_one_line(tmp_path):
     path.write_text(json.dumps({"img-0": ["a red circle"]}))
     metric = CaptionScores.from_config(CaptionScores.Config(references_file=str(path)))
     if caption_tools_missing() is None:
-        with pytest.raises(UserError, match=r"^caption: 3 generation\(s\) have no reference captions \(first: 'img-1'\)$"):
+        with pytest.raises(
+            UserError, match=r"^caption: 3 generation\(s\) have no reference captions \(first: 'img-1'\)$"
+        ):
             metric.compute(generations())
     path.write_text(json.dumps({"img-0": "not a list"}))
     with pytest.raises(UserError, match="must hold a JSON object: generation key -> list of captions"):

@@ -54,11 +54,15 @@ def picture(record) -> np.ndarray:
 def perfect_generations(records) -> list[Generation]:
     """What a perfect model makes from the records: their own pictures and first captions."""
     t2i = [
-        Generation(task="t2i", key=r.key, inputs={"text": r.captions[0]}, outputs={"image": picture(r)}, reference=r.meta)
+        Generation(
+            task="t2i", key=r.key, inputs={"text": r.captions[0]}, outputs={"image": picture(r)}, reference=r.meta
+        )
         for r in records
     ]
     i2t = [
-        Generation(task="i2t", key=r.key, inputs={"image": picture(r)}, outputs={"text": r.captions[0]}, reference=r.meta)
+        Generation(
+            task="i2t", key=r.key, inputs={"image": picture(r)}, outputs={"text": r.captions[0]}, reference=r.meta
+        )
         for r in records
     ]
     return t2i + i2t
@@ -83,7 +87,10 @@ def specs(names_and_options):
 def test_every_metric_in_one_evaluation_gives_one_table():
     records = shapes_records()
     words = tuple(sorted({word for r in records for c in r.captions for word in c.split()}))
-    tokenizers = {"image": GridImageTokenizer(grid=(4, 4), size=32, vocab=8), "text": WordTokenizer(words=words, length=24)}
+    tokenizers = {
+        "image": GridImageTokenizer(grid=(4, 4), size=32, vocab=8),
+        "text": WordTokenizer(words=words, length=24),
+    }
     torch.manual_seed(0)
     clip = ClipModel(
         ClipSizes(image_vocab=8, image_length=16, text_vocab=len(words) + 1, text_length=24, width=16, depth=1, heads=2)
@@ -120,11 +127,14 @@ def test_eval_of_a_run_reads_its_generate_and_data_stages(tmp_path, monkeypatch)
     records = shapes_records()
     run = tmp_path / "run"
     data_dir = run / "artefacts" / "data-aaaa"
-    DataStage.from_config(
-        DataStage.Config(dataset=structure_spec("datasets", {"use": "shapes", "size": 32, "train": 0, "val": 0,
-                                                             "test": 6, "holdout": 0}, path="d", registry=load_registry()))
-    ).run(StageContext(out_dir=data_dir, inputs=StageInputs({}, uses={}), registry=load_registry(),
-                       tracker=NoTracker(), seed=0))  # fmt: skip
+    registry = load_registry()
+    shapes = {"use": "shapes", "size": 32, "train": 0, "val": 0, "test": 6, "holdout": 0}
+    stage = DataStage.from_config(
+        DataStage.Config(dataset=structure_spec("datasets", shapes, path="d", registry=registry))
+    )
+    stage.run(
+        StageContext(out_dir=data_dir, inputs=StageInputs({}, uses={}), registry=registry, tracker=NoTracker(), seed=0)
+    )
     finished(data_dir, "data", "data")
     save_generations(perfect_generations(records), run / "artefacts" / "generate-bbbb")
     finished(run / "artefacts" / "generate-bbbb", "generate", "generate")
@@ -188,18 +198,32 @@ def test_eval_of_a_generations_folder_writes_the_json_it_prints(tmp_path):
     "args, message",
     [
         (["{tmp}/nowhere", "--metric", "fid"], "error: mmgen eval: no folder '{tmp}/nowhere'"),
-        (["{tmp}", "--metric", "fid"], "error: mmgen eval: {tmp} is neither a run workdir (it has no artefacts/) "
-         "nor a folder of generations (it has no generations.jsonl)"),
-        (["{tmp}/gens", "--metric", "fdi"], "error: mmgen eval: fdi.use: no metric named 'fdi'; did you mean 'fid'? "
-         "(registered: caption, clip_score, fid, shapes_accuracy)"),
-        (["{tmp}/gens", "--metric", "fid", "--set", "fid.extractor=vgg"],
-         "error: mmgen eval: fid.extractor: unknown extractor 'vgg'; choose one of inception, pixels"),
-        (["{tmp}/gens", "--metric", "fid", "--set", "fid.inception_path={tmp}/no.pt"],
-         "error: mmgen eval: fid.inception_path: no file at '{tmp}/no.pt'"),
-        (["{tmp}/gens", "--metric", "fid", "--set", "caption.split=val"],
-         "error: mmgen eval: --set caption.split=val: paths start with a --metric name (fid)"),
-        (["{tmp}/gens", "--metric", "fid", "--stage", "data"],
-         "error: mmgen eval: --stage 'data': expected KEY=DIR, e.g. data=runs/shapes/artefacts/data-1a2b"),
+        (
+            ["{tmp}", "--metric", "fid"],
+            "error: mmgen eval: {tmp} is neither a run workdir (it has no artefacts/) "
+            "nor a folder of generations (it has no generations.jsonl)",
+        ),
+        (
+            ["{tmp}/gens", "--metric", "fdi"],
+            "error: mmgen eval: fdi.use: no metric named 'fdi'; did you mean 'fid'? "
+            "(registered: caption, clip_score, fid, shapes_accuracy)",
+        ),
+        (
+            ["{tmp}/gens", "--metric", "fid", "--set", "fid.extractor=vgg"],
+            "error: mmgen eval: fid.extractor: unknown extractor 'vgg'; choose one of inception, pixels",
+        ),
+        (
+            ["{tmp}/gens", "--metric", "fid", "--set", "fid.inception_path={tmp}/no.pt"],
+            "error: mmgen eval: fid.inception_path: no file at '{tmp}/no.pt'",
+        ),
+        (
+            ["{tmp}/gens", "--metric", "fid", "--set", "caption.split=val"],
+            "error: mmgen eval: --set caption.split=val: paths start with a --metric name (fid)",
+        ),
+        (
+            ["{tmp}/gens", "--metric", "fid", "--stage", "data"],
+            "error: mmgen eval: --stage 'data': expected KEY=DIR, e.g. data=runs/shapes/artefacts/data-1a2b",
+        ),
     ],
     ids=["missing", "neither", "unknown-metric", "bad-option", "missing-inception", "other-metric", "bad-stage"],
 )

@@ -89,7 +89,9 @@ def pictures(seed: int, n: int, size: int = 12) -> list[np.ndarray]:
 
 
 def generations(images, task="t2i") -> list[Generation]:
-    return [Generation(task=task, key=f"k{i}", inputs={"text": "x"}, outputs={"image": im}) for i, im in enumerate(images)]
+    return [
+        Generation(task=task, key=f"k{i}", inputs={"text": "x"}, outputs={"image": im}) for i, im in enumerate(images)
+    ]
 
 
 def save_pictures(folder, images):
@@ -138,7 +140,9 @@ def test_references_are_the_prompting_records_pictures_from_the_data_stage():
     assert metric.compute(generations(images))["t2i/fid_pixels"] == pytest.approx(0.0, abs=1e-6)
     assert data.splits == ["val"]
     with pytest.raises(UserError, match=r"fid: 1 generation\(s\) have no record in the 'data' stage's 'val' split"):
-        metric.compute(generations(images) + [Generation(task="t2i", key="zz", inputs={}, outputs={"image": images[0]})])
+        metric.compute(
+            generations(images) + [Generation(task="t2i", key="zz", inputs={}, outputs={"image": images[0]})]
+        )
     alone = Fid.from_config(Fid.Config(extractor="pixels"), inputs=StageInputs({}, uses={}))
     with pytest.raises(UserError, match=r"^fid: no references: give fid.reference_dir, or the data stage"):
         alone.compute(generations(images))
@@ -156,7 +160,9 @@ class Probe(torch.nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         flat = x.flatten(1)
         height = torch.full_like(flat[:, :1], float(x.shape[2]))
-        stats = torch.cat([flat.amin(1, keepdim=True), flat.amax(1, keepdim=True), flat.mean(1, keepdim=True), height], 1)
+        stats = torch.cat(
+            [flat.amin(1, keepdim=True), flat.amax(1, keepdim=True), flat.mean(1, keepdim=True), height], 1
+        )
         return stats[:, :, None, None]
 
 

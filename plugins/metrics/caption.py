@@ -88,7 +88,13 @@ class CaptionScores:
             if config.references_file is not None:
                 return read_references(Path(config.references_file))
             keys = [g.key for g in generations]
-            records = records_by_key(inputs, stage=config.data_stage, split=config.split, keys=keys, metric="caption", instead="references_file"
+            records = records_by_key(
+                inputs,
+                stage=config.data_stage,
+                split=config.split,
+                keys=keys,
+                metric="caption",
+                instead="references_file",
             )
             return {key: record.captions for key, record in records.items()}
 

@@ -48,7 +48,9 @@ def metric_specs(names: tuple[str, ...], overrides: tuple[str, ...], *, registry
         for part in parts[1:-1]:
             node = node.setdefault(part, {})
         node[parts[-1]] = value
-    return [structure_spec("metrics", {"use": name, **data}, path=name, registry=registry) for name, data in options.items()]
+    return [
+        structure_spec("metrics", {"use": name, **data}, path=name, registry=registry) for name, data in options.items()
+    ]
 
 
 def stage_inputs(specs: list[Any], stages: tuple[str, ...], run_dir: Path | None, *, registry: Any, device: str) -> Any:
@@ -62,7 +64,9 @@ def stage_inputs(specs: list[Any], stages: tuple[str, ...], run_dir: Path | None
     for text in stages:
         key, sep, path = text.partition("=")
         if not sep or not key or not path:
-            raise UserError(f"mmgen eval: --stage {text!r}: expected KEY=DIR, e.g. data=runs/shapes/artefacts/data-1a2b")
+            raise UserError(
+                f"mmgen eval: --stage {text!r}: expected KEY=DIR, e.g. data=runs/shapes/artefacts/data-1a2b"
+            )
         folders[key] = Path(path)
     for spec in specs:
         for _, key in declared_inputs(spec):
@@ -85,11 +89,11 @@ def stage_inputs(specs: list[Any], stages: tuple[str, ...], run_dir: Path | None
     "--stage", "stages", multiple=True, metavar="KEY=DIR", help="A finished stage folder a metric reads, e.g. data=DIR."
 )
 @click.option("--device", default="cpu", show_default=True)
-@click.option("--tracker", "tracker_name", default="none", show_default=True, help="A registered tracker (mlflow, none).")
-@click.option("--experiment", default="eval", show_default=True, help="MLflow experiment of the run.")
 @click.option(
-    "--out", type=click.Path(dir_okay=False, path_type=Path), default=None, help="The metrics JSON to write."
+    "--tracker", "tracker_name", default="none", show_default=True, help="A registered tracker (mlflow, none)."
 )
+@click.option("--experiment", default="eval", show_default=True, help="MLflow experiment of the run.")
+@click.option("--out", type=click.Path(dir_okay=False, path_type=Path), default=None, help="The metrics JSON to write.")
 def evaluate_command(
     target: Path,
     metrics: tuple[str, ...],
@@ -110,7 +114,9 @@ def evaluate_command(
     folder, run_dir = generations_folder(target)
     try:
         specs = metric_specs(tuple(dict.fromkeys(metrics)), overrides, registry=registry)
-        tracker_data = {"use": tracker_name, "experiment": experiment} if tracker_name == "mlflow" else {"use": tracker_name}
+        tracker_data = (
+            {"use": tracker_name, "experiment": experiment} if tracker_name == "mlflow" else {"use": tracker_name}
+        )
         tracker = registry.build(structure_spec("trackers", tracker_data, path="--tracker", registry=registry))
     except ConfigError as exc:
         raise UserError(f"mmgen eval: {str(exc).replace('<root>: ', '')}") from None
@@ -120,9 +126,13 @@ def evaluate_command(
     tracker.start(run_name=f"eval-{folder.name}", tags={"mmgen.command": "eval"})
     status = "FAILED"
     try:
-        tracker.log_params({"generations": str(folder), "metrics": ",".join(s.use for s in specs), **dict(
-            text.split("=", 1) for text in overrides
-        )})
+        tracker.log_params(
+            {
+                "generations": str(folder),
+                "metrics": ",".join(s.use for s in specs),
+                **dict(text.split("=", 1) for text in overrides),
+            }
+        )
         results = evaluate(generations, specs, registry=registry, inputs=inputs, device=device)
         write_metrics(results, out, tracker=tracker)
         status = "FINISHED"

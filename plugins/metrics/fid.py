@@ -70,7 +70,12 @@ class Fid:
                 pictures = folder_pictures(Path(config.reference_dir))
                 return {g.task: pictures for g in generations}
             records = records_by_key(
-                inputs, stage=config.data_stage, split=config.split, keys=[g.key for g in generations], metric="fid", instead="reference_dir"
+                inputs,
+                stage=config.data_stage,
+                split=config.split,
+                keys=[g.key for g in generations],
+                metric="fid",
+                instead="reference_dir",
             )
             found: dict[str, list[np.ndarray]] = {}
             for generation in generations:

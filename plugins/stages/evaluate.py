@@ -46,7 +46,9 @@ class EvaluateStage:
 
     def run(self, ctx: StageContext) -> None:
         generations = ctx.inputs.load(self.config.generations_stage)
-        results = evaluate(generations, self.config.metrics, registry=ctx.registry, inputs=ctx.inputs, device=ctx.device)
+        results = evaluate(
+            generations, self.config.metrics, registry=ctx.registry, inputs=ctx.inputs, device=ctx.device
+        )
         write_metrics(results, Path(ctx.out_dir) / METRICS_FILE, tracker=ctx.tracker)
 
 
