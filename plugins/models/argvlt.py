@@ -29,7 +29,7 @@ from torch.utils.checkpoint import checkpoint
 from mmgen.api import JointTokenSpace, Packed
 
 from . import presets
-from .causal import causal
+from .causal import causal, causal_attention
 from .causal_block import CausalBlock
 from .code_init import add_code_vectors, tokenizer_code_vectors
 from .magvlt import LAYOUT_SPECIAL_SLOTS, MagvltModel, _init_weights
@@ -65,7 +65,7 @@ class ArgvltModel(nn.Module):
         tokenizers: Mapping[str, Any] | Iterable[Any] | None = None,
         **_deps: Any,
     ) -> ArgvltModel:
-        """The model for `config`; with `tokenizers` (training from scratch) code embeddings start from their code vectors."""
+        """The model for `config`; with `tokenizers` (training from scratch) code embeddings start from their codes."""
         sizes = presets.architecture(
             config.preset,
             width=config.width,
@@ -126,21 +126,29 @@ class ArgvltModel(nn.Module):
         return hidden, KVCache(layers=layers, key_padding=packed.key_padding)
 
     def extend(
-        self, tokens: torch.Tensor, table: torch.Tensor, position: torch.Tensor, cache: KVCache
+        self,
+        tokens: torch.Tensor,
+        table: torch.Tensor,
+        position: torch.Tensor,
+        cache: KVCache,
+        *,
+        key_padding: torch.Tensor | None = None,
     ) -> torch.Tensor:
         """Hidden states [B, n, D] of n new slots (joint ids [B, n]; table and position [n]) after the cached ones.
 
-        The new slots see every cached slot that is not padding and, left to right, each other;
-        their keys and values are appended to `cache`.
+        The new slots see every cached slot that is not padding and, left to right, each other
+        (`key_padding` [B, n] marks new slots that are padding; None: none is). Their keys and
+        values are appended to `cache`.
         """
         batch, count = tokens.shape
+        if key_padding is None:
+            key_padding = torch.zeros_like(tokens, dtype=torch.bool)
         earlier = (~cache.key_padding)[:, None, :].expand(batch, count, cache.length)
-        among = torch.ones(count, count, dtype=torch.bool, device=tokens.device).tril()[None].expand(batch, -1, -1)
-        mask = torch.cat([earlier, among], dim=2)[:, None]
+        mask = torch.cat([earlier, causal_attention(key_padding)], dim=2)[:, None]
         x = self._embed(tokens, table, position)
         for index, block in enumerate(self.blocks):
             x, cache.layers[index] = block(x, mask, past=cache.layers[index])
-        cache.key_padding = torch.cat([cache.key_padding, torch.zeros_like(tokens, dtype=torch.bool)], dim=1)
+        cache.key_padding = torch.cat([cache.key_padding, key_padding], dim=1)
         return x
 
     def _run(self, packed: Packed, *, keep: bool) -> tuple[torch.Tensor, list[tuple[torch.Tensor, torch.Tensor]]]:
