@@ -22,7 +22,6 @@ from __future__ import annotations
 from typing import Any, ClassVar
 
 import attrs
-import torch
 
 from mmgen.api import JointTokenSpace, ObjectiveOutput, StepInput, Task, pack, probability
 from mmgen.plugins.models.causal import causal
@@ -67,4 +66,6 @@ class CausalLM:
             logits[m] = model.logits(hidden[:, span.start - 1 : span.stop - 1][valid], m)
             targets[m] = segment.tokens[valid]
         loss, metrics = masked_cross_entropy(logits, targets, label_smoothing=self.label_smoothing)
-        return ObjectiveOutput(loss=loss, metrics={"accuracy": metrics["accuracy"], "predicted_tokens": metrics["masked_tokens"]})
+        return ObjectiveOutput(
+            loss=loss, metrics={"accuracy": metrics["accuracy"], "predicted_tokens": metrics["masked_tokens"]}
+        )

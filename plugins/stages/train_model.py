@@ -96,12 +96,13 @@ def check_attention(model: Spec, objectives: Sequence[Spec], *, registry: Any) -
     A component without an `attention` ClassVar is "bidirectional", as MAGVLT and its objectives are.
     """
     has = getattr(registry.get(model.kind, model.use), "attention", "bidirectional")
-    for spec in objectives:
+    for index, spec in enumerate(objectives):
         needs = getattr(registry.get(spec.kind, spec.use), "attention", "bidirectional")
         if needs != has:
             raise UserError(
-                f"objective {spec.use!r} trains a model with {needs} attention, but model {model.use!r} has {has}"
-                " attention (argvlt trains with causal_lm; magvlt with mask, target_length, unroll_mask, mixsel)"
+                f"train: objectives[{index}] {spec.use!r} trains a model with {needs} attention, but model"
+                f" {model.use!r} has {has} attention"
+                " (argvlt trains with causal_lm; magvlt with mask, target_length, unroll_mask, mixsel)"
             )
 
 
