@@ -1,4 +1,7 @@
-"""L_AR: next-token prediction, how ARGVLT (MAGVLT's autoregressive twin) is trained (docs/magvlt.md, "ARGVLT").
+"""L_AR: next-token prediction, how ARGVLT (MAGVLT's autoregressive twin) is trained.
+
+The paper (Kim et al., CVPR 2023) describes ARGVLT only as trained left to right on
+both orders; the rest is our reconstruction (docs/method.md, "19. ARGVLT, the autoregressive twin").
 
 The step's task (drawn from p_tau by the train stage, per batch as for MAGVLT;
 the default is the authors' 8:1:1 over T2I : I2T : IT2IT, objectives/tasks.py)

@@ -1,4 +1,7 @@
-"""Left-to-right sampling, token by token with a KV cache: how ARGVLT generates (docs/magvlt.md, "ARGVLT").
+"""Left-to-right sampling, token by token with a KV cache: how ARGVLT generates.
+
+The paper (Kim et al., CVPR 2023) samples ARGVLT token by token with top-k, stopping at
+end-of-text, and reranks with CLIP like MAGVLT (docs/method.md, "19. ARGVLT, the autoregressive twin").
 
 A request's targets are generated one at a time in request order, as maskgit
 does: `[BOC] context... earlier targets... [BOG] [BEGIN] target`. The sequence
@@ -49,8 +52,8 @@ class LeftToRightError(UserError, ValueError):
 class TokenOptions:
     """How each token is drawn: temperature, then top-k, then top-p (nucleus) filtering.
 
-    Defaults: the ARGVLT baseline samples with top-k (docs/magvlt.md, "ARGVLT"); the paper gives
-    no k for it, so k = 32, the one MAGVLT states (I2T sampling, sec. 4.2), at temperature 1.
+    Defaults: ARGVLT samples with top-k, but no k is given for it; k = 32 is the one MAGVLT's
+    I2T sampling uses (docs/method.md, "Text (variable length)"), at temperature 1.
     Top-p (Holtzman et al., ICLR 2020) is not in the paper: off.
     """
 

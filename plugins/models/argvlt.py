@@ -1,4 +1,6 @@
-"""ARGVLT: MAGVLT's autoregressive twin (Kim et al., CVPR 2023, the baseline of sec. 4; docs/magvlt.md, "ARGVLT").
+"""ARGVLT: MAGVLT's autoregressive twin (Kim et al., CVPR 2023: the baseline of the abstract and sec. 4).
+
+The authors released no ARGVLT code; this is our reconstruction (docs/method.md, "19. ARGVLT, the autoregressive twin").
 
 The same joint token space, embeddings, position tables, presets and output
 head as MAGVLT (so the twins have the same width, depth and heads); attention
@@ -50,7 +52,7 @@ class KVCache:
 
 class ArgvltModel(nn.Module):
     name: ClassVar[str] = "argvlt"
-    default_sampler: ClassVar[str] = "autoregressive"  # token by token with a KV cache (docs/magvlt.md, "ARGVLT")
+    default_sampler: ClassVar[str] = "autoregressive"  # token by token with a KV cache, as the paper samples ARGVLT
     attention: ClassVar[str] = "causal"  # trained by causal_lm only (see plugins/stages/train_model.py)
 
     # The same options as MAGVLT: the twins differ only in the direction of attention.
