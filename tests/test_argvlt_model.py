@@ -174,4 +174,6 @@ def test_a_saved_model_is_rebuilt_by_name(tmp_path):
 
 def test_registered_with_magvlts_options():
     entry = load_registry().entry("models", "argvlt")
-    assert entry.cls is ArgvltModel and ArgvltModel.Config is MagvltModel.Config
+    assert entry.cls is ArgvltModel
+    fields = [(f.name, f.default) for f in attrs.fields(ArgvltModel.Config)]
+    assert fields == [(f.name, f.default) for f in attrs.fields(MagvltModel.Config)]

@@ -55,8 +55,9 @@ class ArgvltModel(nn.Module):
     default_sampler: ClassVar[str] = "autoregressive"  # token by token with a KV cache, as the paper samples ARGVLT
     attention: ClassVar[str] = "causal"  # trained by causal_lm only (see plugins/stages/train_model.py)
 
-    # The same options as MAGVLT: the twins differ only in the direction of attention.
-    Config: ClassVar[type] = MagvltModel.Config
+    @attrs.frozen(kw_only=True)
+    class Config(MagvltModel.Config):
+        """MAGVLT's options (preset, sizes, code_init_scale): the twins differ only in the direction of attention."""
 
     @classmethod
     def from_config(
