@@ -29,6 +29,7 @@ import attrs
 from mmgen.api import JointTokenSpace, ObjectiveOutput, StepInput, Task, pack, probability
 from mmgen.plugins.models.causal import causal
 
+from .masked_forward import drop_context
 from .masked_loss import masked_cross_entropy
 from .task_layout import batch_segments, task_items
 
@@ -59,12 +60,15 @@ class CausalLM:
 
     def __call__(self, model: Any, inputs: StepInput) -> ObjectiveOutput:
         segments = batch_segments(inputs.task, inputs.batch)
-        packed = causal(pack(self.token_space, task_items(self.token_space, inputs.task, segments)))
+        # Condition dropout (the train stage's `condition_dropout`, for the unconditional branch of tasks
+        # with a dropped condition) shows a row's whole context as MASK, as for MAGVLT (masked_forward.py).
+        dropped = drop_context(inputs)
+        packed = causal(pack(self.token_space, task_items(self.token_space, inputs.task, segments, masks=dropped)))
         hidden = model(packed)
         logits, targets = {}, {}
         for m in trained_modalities(inputs.task):
             span, segment = packed.span(m), segments[m]
-            valid = segment.valid()
+            valid = segment.valid() & ~dropped[m] if m in dropped else segment.valid()  # a hidden token is no target
             # Slot s predicts the token at s + 1: the BEGIN slot predicts token 0.
             logits[m] = model.logits(hidden[:, span.start - 1 : span.stop - 1][valid], m)
             targets[m] = segment.tokens[valid]

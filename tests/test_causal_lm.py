@@ -14,6 +14,7 @@ from mmgen.api import StepInput, UserError, load_registry, structure_spec
 from mmgen.cli import main
 from mmgen.layout import Packed
 from mmgen.objectives.causal_lm import CausalLM
+from mmgen.objectives.masked_forward import CONDITION_DROPOUT_KEY
 from mmgen.plugins.models.argvlt import ArgvltModel
 from mmgen.plugins.models.causal import causal_attention
 from mmgen.plugins.models.presets import Architecture
@@ -94,6 +95,17 @@ def test_targets_are_the_next_tokens_of_the_trained_part_without_padding(task, t
 def test_the_loss_is_the_mean_cross_entropy_over_every_trained_token(task, expected):
     out = CausalLM(token_space=SPACE, label_smoothing=0.0)(NextTokenOracle(uniform=True), step(task))
     assert out.loss.item() == pytest.approx(expected, rel=1e-6)
+
+
+@pytest.mark.parametrize(("task", "tokens"), [(I2T, 12), (IT2IT, 12)])
+def test_condition_dropout_shows_the_context_as_mask_and_never_as_a_target(task, tokens):
+    model = NextTokenOracle()
+    inputs = step(task)
+    inputs.shared[CONDITION_DROPOUT_KEY] = 1.0  # every row dropped
+    out = CausalLM(token_space=SPACE, label_smoothing=0.0)(model, inputs)
+    image = model.packed.span("image")
+    assert (model.packed.tokens[:, image.start : image.stop] == SPACE.mask_id("image")).all()
+    assert out.metrics["predicted_tokens"] == float(tokens)  # the captions only, even where IT2IT trains the context
 
 
 def test_label_smoothing_is_magvlts_by_default():
