@@ -75,8 +75,8 @@ def filter_logits(logits: torch.Tensor, options: TokenOptions) -> torch.Tensor:
     if options.top_p is not None and options.top_p < 1.0:
         probs, order = logits.softmax(dim=-1).sort(dim=-1, descending=True, stable=True)
         # Keep the most likely tokens until their mass reaches p: a token stays if the mass before it is < p.
-        before = probs.cumsum(dim=-1) - probs
-        drop = (before >= options.top_p).scatter(-1, order, before >= options.top_p)
+        drop_sorted = probs.cumsum(dim=-1) - probs >= options.top_p
+        drop = torch.zeros_like(drop_sorted).scatter(-1, order, drop_sorted)  # back to vocabulary order
         logits = logits.masked_fill(drop, -math.inf)
     return logits
 
