@@ -13,3 +13,7 @@ def register_objectives(register):
     register(TargetLength)
     register(UnrollMask)
     register(MixSel)
+
+    from .causal_lm import CausalLM
+
+    register(CausalLM)

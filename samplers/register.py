@@ -8,3 +8,7 @@ def register_samplers(register):
     from .maskgit import MaskGitSampler
 
     register(MaskGitSampler)
+
+    from .autoregressive import AutoregressiveSampler
+
+    register(AutoregressiveSampler)

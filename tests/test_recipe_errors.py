@@ -288,7 +288,7 @@ def test_a_component_of_the_wrong_kind(workdir):
     path = recipe(workdir, train={"model": {"use": "maskgit"}})
     fails_with(
         workdir,
-        f"{path}: stages.train.model.use: no model named 'maskgit'; did you mean 'magvlt'? (registered: magvlt);"
+        f"{path}: stages.train.model.use: no model named 'maskgit'; did you mean 'magvlt'? (registered: argvlt, magvlt);"
         " 'maskgit' is a sampler, not a model",
         str(path),
     )
@@ -296,7 +296,7 @@ def test_a_component_of_the_wrong_kind(workdir):
 
 def test_a_component_without_use(workdir):
     path = recipe(workdir, train={"model": {"preset": "tiny"}})
-    fails_with(workdir, f"{path}: stages.train.model.use: missing; name the model (registered: magvlt)", str(path))
+    fails_with(workdir, f"{path}: stages.train.model.use: missing; name the model (registered: argvlt, magvlt)", str(path))
 
 
 def test_a_long_value_is_shortened(workdir):

@@ -15,6 +15,7 @@ from typing import Any, Mapping, Sequence
 import torch
 
 from ..batch import Generation, Segment
+from ..errors import UserError
 from ..progress import progress
 from .task import GenerationTask, Prompt
 
@@ -120,7 +121,10 @@ class GenerationPipeline:
         rows = [p for p in prompts for _ in range(candidates)]
         inputs = self._encode(task, rows)
         request = task.request(inputs, batch=len(rows), space=self.model.token_space, device=self.device)
-        result = self.sampler.generate(self.model, request, generator=generator)
+        try:
+            result = self.sampler.generate(self.model, request, generator=generator)
+        except UserError as exc:  # a request this sampler refuses: the sampler cannot know which task made it
+            raise UserError(f"task {task.name!r}: {exc}") from None
         outputs = {segment.modality: segment for segment in result.segments}
         targets = {part.modality: part for part in request.segments if part.target}
         known = {m: Segment(modality=m, tokens=targets[m].known.long(), lengths=s.lengths) for m, s in outputs.items()}

@@ -27,6 +27,7 @@ from mmgen.api import (
     Spec,
     StageContext,
     TrainerConfig,
+    UserError,
     build_sampler,
     component,
     components,
@@ -69,6 +70,7 @@ def build_training(
     tokenizers: Any,
     condition_dropout: float = 0.0,
 ) -> Training:
+    check_attention(model, objectives, registry=registry)
     extra = [name for spec in objectives for name in getattr(registry.get(spec.kind, spec.use), "extra_specials", ())]
     space = joint_space(tokenizers, extra)
     built = [registry.build(spec, token_space=space, tokenizers=tokenizers) for spec in objectives]
@@ -86,6 +88,22 @@ def build_training(
         model=built_model,
         loss=TrainingLoss(built, TaskDraw(tasks, seed=seed), condition_dropout=condition_dropout),
     )
+
+
+def check_attention(model: Spec, objectives: Sequence[Spec], *, registry: Any) -> None:
+    """Refuse objectives that train another attention than the model's (causal_lm: argvlt; mask, ...: magvlt).
+
+    A component without an `attention` ClassVar is "bidirectional", as MAGVLT and its objectives are.
+    """
+    has = getattr(registry.get(model.kind, model.use), "attention", "bidirectional")
+    for index, spec in enumerate(objectives):
+        needs = getattr(registry.get(spec.kind, spec.use), "attention", "bidirectional")
+        if needs != has:
+            raise UserError(
+                f"train: objectives[{index}] {spec.use!r} trains a model with {needs} attention, but model"
+                f" {model.use!r} has {has} attention"
+                " (argvlt trains with causal_lm; magvlt with mask, target_length, unroll_mask, mixsel)"
+            )
 
 
 def final_weights(checkpoint: Path) -> dict[str, Any]:
