@@ -30,6 +30,7 @@ from mmgen.api import (
     RequestSegment,
     Segment,
     TokenBatch,
+    UserError,
     guidance_weight,
     guide,
     pack,
@@ -172,6 +173,11 @@ class MaskGitSampler:
     @torch.no_grad()
     def generate(self, model: Any, request: GenerationRequest, *, generator: torch.Generator) -> TokenBatch:
         """Generate the target segments in order; returns them, in request order."""
+        if getattr(model, "attention", "bidirectional") == "causal":
+            raise UserError(
+                f"the maskgit sampler fills masked tokens in parallel, but model {getattr(model, 'name', type(model).__name__)!r} "
+                "attends left to right: use the autoregressive sampler (the model's default)"
+            )
         space = model.token_space
         context = [_as_known(part) for part in request.segments if not part.target]
         outputs = []

@@ -255,3 +255,16 @@ def test_mmgen_generate_names_a_task_argvlt_cannot_do_left_to_right(argvlt_run, 
         "error: task 'inpaint': the autoregressive sampler generates left to right, but the 'image' target has known"
         " tokens after ones to generate (inpainting, infilling): use a MAGVLT model with the maskgit sampler\n"
     )
+
+
+def test_mmgen_generate_refuses_the_maskgit_sampler_for_argvlt(argvlt_run, tmp_path):
+    result = CliRunner().invoke(
+        main,
+        ["generate", "--run", str(argvlt_run), "--task", "t2i", "--prompt", "a red circle", "--sampler", "maskgit"]
+        + ["--tracker", "none", "--out", str(tmp_path / "out")],
+    )
+    assert result.exit_code == 2
+    assert result.output == (
+        "error: task 't2i': the maskgit sampler fills masked tokens in parallel, but model 'argvlt' attends left to"
+        " right: use the autoregressive sampler (the model's default)\n"
+    )
