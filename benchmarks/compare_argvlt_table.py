@@ -4,7 +4,11 @@ Reads the run's finished stage folders: each model's training (updates from the 
 wall seconds from its DONE record), the four evaluate stages (one sample / best of 8 by
 CLIP, for each model) and, when present, benchmarks/results/argvlt_vs_magvlt_speed.json.
 
-    python benchmarks/compare_argvlt_table.py --run runs --out benchmarks/results
+    python benchmarks/compare_argvlt_table.py --run runs --out benchmarks/results \
+        --mlflow-run RUN_ID --tracking-uri sqlite:///mlflow.db
+
+With `--mlflow-run`, the table and the sampling speeds are added to the recipe's MLflow run
+(the one `mmgen run` printed), beside the metrics its stages logged.
 """
 
 from __future__ import annotations
@@ -43,6 +47,8 @@ def main() -> None:
     parser.add_argument("--recipe", type=Path, default=Path("recipes/compare_argvlt.yaml"))
     parser.add_argument("--speed", type=Path, default=Path("benchmarks/results/argvlt_vs_magvlt_speed.json"))
     parser.add_argument("--out", type=Path, default=Path("benchmarks/results"))
+    parser.add_argument("--mlflow-run", default=None, help="the compare_argvlt run's MLflow run id")
+    parser.add_argument("--tracking-uri", default="sqlite:///mlflow.db")
     args = parser.parse_args()
     stages = read_yaml(args.recipe)["stages"]
     metrics, training = {}, {}
@@ -76,7 +82,21 @@ def main() -> None:
     atomic_write_text(args.out / "compare_argvlt.md", table)
     data = {"training": training, "metrics": {f"{m}_{p}": v for (m, p), v in metrics.items()}}
     atomic_write_text(args.out / "compare_argvlt.json", json.dumps(data, indent=2))
+    if args.mlflow_run:
+        log_to_run(args.mlflow_run, args.tracking_uri, table_file=args.out / "compare_argvlt.md", speed=args.speed)
     print(table)
+
+
+def log_to_run(run_id: str, uri: str, *, table_file: Path, speed: Path) -> None:
+    """The table as an artefact and each speed as a metric `speed/<model>/<task>/batch_<n>_s` of the run."""
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(tracking_uri=uri)
+    client.log_artifact(run_id, str(table_file), "compare")
+    if speed.is_file():
+        for row in json.loads(speed.read_text())["rows"]:
+            for column in ("batch_1_s", "batch_32_s"):
+                client.log_metric(run_id, f"speed/{row['model']}/{row['task']}/{column}", row[column])
 
 
 if __name__ == "__main__":
