@@ -29,7 +29,7 @@ from typing import Any
 
 import torch
 
-INIT_STD = 0.02  # the random init of every embedding (sec. 4 of the paper; magvlt._init_weights)
+INIT_STD = 0.02  # the random init of every embedding (sec. 4 of the paper; token_transformer.init_weights)
 
 
 def tokenizer_code_vectors(tokenizers: Mapping[str, Any] | Iterable[Any] | None) -> dict[str, torch.Tensor]:

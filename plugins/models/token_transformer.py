@@ -1,0 +1,135 @@
+"""What MAGVLT and its autoregressive twin ARGVLT share: embeddings, position tables, output head.
+
+Built from a JointTokenSpace alone, so a third modality needs no change here:
+every modality's content ids and every special token share one embedding table;
+each position table (specials, then one per modality) is a row range of one
+position embedding. The attribute names are the keys of saved weights, and the
+modules are made in one order (so a seed gives the same initial weights): keep both.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from typing import Any, ClassVar
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from mmgen.api import JointTokenSpace
+
+from . import presets
+from .code_init import add_code_vectors, tokenizer_code_vectors
+from .presets import Architecture
+
+# A layout has 4 special slots ([BOC] [BEGIN_a] .. [BOG] [BEGIN_b]); the authors
+# size the specials position table as sum(modality lengths) + 4 (see presets.py).
+LAYOUT_SPECIAL_SLOTS = 4
+
+
+class TokenTransformer(nn.Module):
+    """A transformer over the joint token space; subclasses choose the block (its attention) and add heads."""
+
+    name: ClassVar[str]
+
+    @classmethod
+    def from_config(
+        cls,
+        config: Any,
+        *,
+        token_space: JointTokenSpace,
+        tokenizers: Mapping[str, Any] | Iterable[Any] | None = None,
+        **_deps: Any,
+    ) -> TokenTransformer:
+        """The model for `config`; with `tokenizers` (training from scratch) code embeddings start from their code vectors.
+
+        A saved model is rebuilt without tokenizers and then loads its weights.
+        """
+        sizes = presets.architecture(
+            config.preset,
+            width=config.width,
+            depth=config.depth,
+            heads=config.heads,
+            dropout=config.dropout,
+            embedding_dropout=config.embedding_dropout,
+        )
+        model = cls(token_space=token_space, architecture=sizes, special_positions=config.special_positions)
+        if config.code_init_scale > 0:
+            for modality, vectors in tokenizer_code_vectors(tokenizers).items():
+                model.init_code_embeddings(modality, vectors, scale=config.code_init_scale)
+        return model
+
+    def __init__(
+        self,
+        *,
+        token_space: JointTokenSpace,
+        architecture: Architecture,
+        special_positions: int | None,
+        block: type[nn.Module],
+    ) -> None:
+        super().__init__()
+        self.token_space = token_space
+        self.architecture = architecture
+        width = architecture.width
+        lengths = [space.length for space in token_space.spaces]
+        if special_positions is None:
+            special_positions = sum(lengths) + LAYOUT_SPECIAL_SLOTS
+        # Packed.table indexes these: the specials (SPECIALS_TABLE == 0), then modality i at i + 1.
+        table_sizes = [special_positions, *lengths]
+        table_starts = [sum(table_sizes[:i]) for i in range(len(table_sizes))]
+        self.register_buffer("table_sizes", torch.tensor(table_sizes), persistent=False)
+        self.register_buffer("table_starts", torch.tensor(table_starts), persistent=False)
+
+        self.embedding = nn.Embedding(token_space.vocab_size, width)
+        self.positions = nn.Embedding(sum(table_sizes), width)
+        self.embedding_dropout = nn.Dropout(architecture.embedding_dropout)
+        self.blocks = nn.ModuleList(
+            block(width=width, heads=architecture.heads, dropout=architecture.dropout, mlp_ratio=architecture.mlp_ratio)
+            for _ in range(architecture.depth)
+        )
+        # Output head (sec. 3.1): Linear -> GELU -> LayerNorm -> tied embedding + bias.
+        self.head_dense = nn.Linear(width, width)
+        self.head_norm = nn.LayerNorm(width)
+        self.output_bias = nn.Parameter(torch.zeros(token_space.content_size))
+        self.activation_checkpointing = False
+
+    def embed(self, tokens: torch.Tensor, table: torch.Tensor, position: torch.Tensor) -> torch.Tensor:
+        """Token plus position embeddings [B, S, D] of joint ids, each slot's position table and position in it."""
+        # Checked eagerly only: the check syncs with the device and would break a compiled graph.
+        if not torch.compiler.is_compiling() and bool((position >= self.table_sizes[table]).any()):
+            raise ValueError(
+                f"a position exceeds its table (sizes {self.table_sizes.tolist()}): "
+                f"tables {table.tolist()}, positions {position.tolist()}"
+            )
+        x = self.embedding(tokens) + self.positions(self.table_starts[table] + position)
+        return self.embedding_dropout(x)
+
+    def logits(self, hidden: torch.Tensor, modality: str) -> torch.Tensor:
+        """[..., vocab_size of `modality`]: scores over that modality's content ids only."""
+        start, stop = self.token_space.content_range(modality)
+        h = self.head_norm(F.gelu(self.head_dense(hidden)))
+        return F.linear(h, self.embedding.weight[start:stop], self.output_bias[start:stop])
+
+    def init_code_embeddings(self, modality: str, vectors: torch.Tensor, *, scale: float) -> None:
+        """Add a projection of `modality`'s tokenizer code vectors [K, D] to its (tied) code embeddings."""
+        start, stop = self.token_space.content_range(modality)
+        add_code_vectors(self.embedding.weight[start:stop], vectors, scale=scale, where=f"{self.name} {modality} codes")
+
+    def set_activation_checkpointing(self, enabled: bool) -> None:
+        """Recompute each block in backward instead of storing its activations."""
+        self.activation_checkpointing = enabled
+
+    def fsdp_units(self) -> list[nn.Module]:
+        """The modules to shard one by one (FSDP2 `fully_shard`): the blocks."""
+        return list(self.blocks)
+
+
+def init_weights(module: nn.Module) -> None:
+    # Every weight N(0, 0.02), biases zero, LayerNorms identity (sec. 4).
+    if isinstance(module, (nn.Linear, nn.Embedding)):
+        nn.init.normal_(module.weight, mean=0.0, std=0.02)
+        if getattr(module, "bias", None) is not None:
+            nn.init.zeros_(module.bias)
+    elif isinstance(module, nn.LayerNorm):
+        nn.init.ones_(module.weight)
+        nn.init.zeros_(module.bias)
