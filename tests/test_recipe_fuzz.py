@@ -22,6 +22,7 @@ import yaml
 from click.testing import CliRunner
 from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
+from recipe_helpers import TINY
 
 import mmgen.runner
 from mmgen.cli import main
@@ -30,22 +31,6 @@ from mmgen.recipe import load_recipe
 from mmgen.registry import load_registry
 
 ROOT = Path(__file__).resolve().parents[1]
-TINY = """\
-name: tiny
-device: cpu
-tracker: {use: mlflow, experiment: tiny}
-stages:
-  data:
-    dataset: {use: shapes, size: 32, max_objects: 1, train: 8, val: 4, test: 4, holdout: 0}
-  tokenizers:
-    tokenizers:
-      - {use: vqgan, preset: tiny, train: {steps: 2, batch_size: 4, warmup_steps: 1}}
-      - {use: sentencepiece_bpe, vocab_size: 64, max_length: 16}
-  cache: {}
-  train:
-    model: {use: magvlt, preset: tiny}
-    trainer: {steps: 2, batch_size: 4, warmup_steps: 1}
-"""
 BOGUS = "bogus_option"
 
 
