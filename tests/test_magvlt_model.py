@@ -101,7 +101,9 @@ def test_embedding_adds_the_tables_position_rows():
 
 def test_a_position_beyond_its_table_is_an_error():
     space = tiny_space()
-    model = MagvltModel.from_config(MagvltModel.Config(preset="tiny", special_positions=3), token_space=space)
+    model = MagvltModel.from_config(
+        MagvltModel.Config(preset="tiny", special_positions=3, mask_positions="modality"), token_space=space
+    )
     packed = pack(space, ["BOC", Part(segment=image_segment([[0] * 16])), "BOG", Part(segment=caption_segment([[1]]))])
     with pytest.raises(ValueError, match="exceeds its table"):
         model(packed)

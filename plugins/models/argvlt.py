@@ -31,7 +31,7 @@ from .causal import causal, causal_attention
 from .causal_block import CausalBlock
 from .magvlt import MagvltModel
 from .presets import Architecture
-from .token_transformer import TokenTransformer, init_weights
+from .token_transformer import MaskPositions, TokenTransformer, init_weights
 
 
 @attrs.define
@@ -61,11 +61,16 @@ class ArgvltModel(TokenTransformer):
         token_space: JointTokenSpace,
         architecture: Architecture,
         special_positions: int | None = None,
+        mask_positions: MaskPositions = "special",
     ) -> None:
         # MAGVLT's tables and output head (sec. 3.1), so the twins match in size. No length head:
         # a caption ends where end-of-text is sampled.
         super().__init__(
-            token_space=token_space, architecture=architecture, special_positions=special_positions, block=CausalBlock
+            token_space=token_space,
+            architecture=architecture,
+            special_positions=special_positions,
+            mask_positions=mask_positions,
+            block=CausalBlock,
         )
         self.apply(init_weights)
 

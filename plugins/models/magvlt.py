@@ -17,7 +17,7 @@ from torch.utils.checkpoint import checkpoint
 from mmgen.api import JointTokenSpace, Packed
 
 from .presets import Architecture
-from .token_transformer import TokenTransformer, init_weights
+from .token_transformer import MaskPositions, TokenTransformer, init_weights
 from .transformer_block import TransformerBlock
 
 
@@ -34,6 +34,9 @@ class MagvltModel(TokenTransformer):
         dropout: float | None = None
         embedding_dropout: float | None = None
         special_positions: int | None = None  # None: sum of modality lengths + 4, as the authors
+        # "special": a MASK at position p of its modality also adds special position p (the authors' code,
+        # use_spc_pos); "modality": its modality's position only (models saved before this option).
+        mask_positions: MaskPositions = "special"
         # Start code embeddings from the tokenizer's code vectors (code_init.py); 0: the paper's random init.
         code_init_scale: float = 0.0
 
@@ -47,11 +50,13 @@ class MagvltModel(TokenTransformer):
         token_space: JointTokenSpace,
         architecture: Architecture,
         special_positions: int | None = None,
+        mask_positions: MaskPositions = "special",
     ) -> None:
         super().__init__(
             token_space=token_space,
             architecture=architecture,
             special_positions=special_positions,
+            mask_positions=mask_positions,
             block=TransformerBlock,
         )
         # L_TL: class k of the head on a variable-length segment's BEGIN state means length k + 1.

@@ -16,7 +16,8 @@ of 16,384 codes; text: 64 tokens of 49,408) and MixSel's markers:
 
 Three choices make the count land on the paper's 371.5M; each follows the
 authors' released model (kakaobrain/magvlt, stage2): the special-token position
-table has room for `sum(modality lengths) + 4` slots, although a layout uses 4;
+table has room for `sum(modality lengths) + 4` slots, although a layout's special
+tokens use 4 and MASK tokens (mask_positions: special) the first max(lengths);
 there is no final LayerNorm after the blocks (the output head has its own); the
 length head has no bias. The output bias covers content ids only, since logits
 are always restricted to one modality's vocabulary. `large` gives 795.2M this

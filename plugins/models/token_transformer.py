@@ -5,18 +5,23 @@ every modality's content ids and every special token share one embedding table;
 each position table (specials, then one per modality) is a row range of one
 position embedding. The attribute names are the keys of saved weights, and the
 modules are made in one order (so a seed gives the same initial weights): keep both.
+
+A MASK token's position: with `mask_positions="special"` (the authors' code) a
+masked slot at position p of its modality adds row p of the specials table to its
+modality's row p; with "modality" it gets its modality's row only (what models
+saved before the option existed were trained with: see saved.py).
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Literal
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from mmgen.api import JointTokenSpace
+from mmgen.api import SPECIALS_TABLE, JointTokenSpace, UserError
 
 from . import presets
 from .code_init import add_code_vectors, tokenizer_code_vectors
@@ -25,6 +30,9 @@ from .presets import Architecture
 # A layout has 4 special slots ([BOC] [BEGIN_a] .. [BOG] [BEGIN_b]); the authors
 # size the specials position table as sum(modality lengths) + 4 (see presets.py).
 LAYOUT_SPECIAL_SLOTS = 4
+
+MaskPositions = Literal["special", "modality"]
+MASK_POSITIONS: tuple[str, ...] = ("special", "modality")
 
 
 class TokenTransformer(nn.Module):
@@ -53,7 +61,12 @@ class TokenTransformer(nn.Module):
             dropout=config.dropout,
             embedding_dropout=config.embedding_dropout,
         )
-        model = cls(token_space=token_space, architecture=sizes, special_positions=config.special_positions)
+        model = cls(
+            token_space=token_space,
+            architecture=sizes,
+            special_positions=config.special_positions,
+            mask_positions=config.mask_positions,
+        )
         if config.code_init_scale > 0:
             for modality, vectors in tokenizer_code_vectors(tokenizers).items():
                 model.init_code_embeddings(modality, vectors, scale=config.code_init_scale)
@@ -65,6 +78,7 @@ class TokenTransformer(nn.Module):
         token_space: JointTokenSpace,
         architecture: Architecture,
         special_positions: int | None,
+        mask_positions: MaskPositions,
         block: type[nn.Module],
     ) -> None:
         super().__init__()
@@ -74,11 +88,15 @@ class TokenTransformer(nn.Module):
         lengths = [space.length for space in token_space.spaces]
         if special_positions is None:
             special_positions = sum(lengths) + LAYOUT_SPECIAL_SLOTS
+        check_mask_positions(mask_positions, special_positions, token_space)
+        self.mask_positions = mask_positions
         # Packed.table indexes these: the specials (SPECIALS_TABLE == 0), then modality i at i + 1.
         table_sizes = [special_positions, *lengths]
         table_starts = [sum(table_sizes[:i]) for i in range(len(table_sizes))]
         self.register_buffer("table_sizes", torch.tensor(table_sizes), persistent=False)
         self.register_buffer("table_starts", torch.tensor(table_starts), persistent=False)
+        mask_ids = [token_space.mask_id(space.name) for space in token_space.spaces]
+        self.register_buffer("mask_ids", torch.tensor(mask_ids), persistent=False)
 
         self.embedding = nn.Embedding(token_space.vocab_size, width)
         self.positions = nn.Embedding(sum(table_sizes), width)
@@ -102,6 +120,12 @@ class TokenTransformer(nn.Module):
                 f"tables {table.tolist()}, positions {position.tolist()}"
             )
         x = self.embedding(tokens) + self.positions(self.table_starts[table] + position)
+        if self.mask_positions == "special":
+            # Every MASK, wherever it comes from (pack's Part.mask, condition dropout, a sampler's
+            # unknown slots), also gets the specials row of its position in its modality.
+            masked = torch.isin(tokens, self.mask_ids) & (table != SPECIALS_TABLE)
+            special = self.positions(self.table_starts[SPECIALS_TABLE] + position)
+            x = torch.where(masked[..., None], x + special, x)  # other slots keep their exact values
         return self.embedding_dropout(x)
 
     def logits(self, hidden: torch.Tensor, modality: str) -> torch.Tensor:
@@ -122,6 +146,20 @@ class TokenTransformer(nn.Module):
     def fsdp_units(self) -> list[nn.Module]:
         """The modules to shard one by one (FSDP2 `fully_shard`): the blocks."""
         return list(self.blocks)
+
+
+def check_mask_positions(mask_positions: str, special_positions: int, token_space: JointTokenSpace) -> None:
+    """Refuse an unknown choice, or a specials table too short for a MASK at every modality position."""
+    if mask_positions not in MASK_POSITIONS:
+        raise UserError(f"model: mask_positions must be one of {', '.join(MASK_POSITIONS)}, got {mask_positions!r}")
+    longest = max(token_space.spaces, key=lambda space: space.length)
+    if mask_positions == "special" and special_positions < longest.length:
+        raise UserError(
+            f"model: special_positions {special_positions} is too small for mask_positions: special, where a MASK"
+            f" at position p of its modality also takes special position p ({longest.name!r} has {longest.length}"
+            f" positions): set special_positions >= {longest.length}, leave it unset (sum of modality lengths"
+            " + 4, as the authors) or set mask_positions: modality"
+        )
 
 
 def init_weights(module: nn.Module) -> None:
