@@ -13,6 +13,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+import attrs
 import torch
 
 from mmgen.api import JointTokenSpace, Spec, TokenSpace, atomic_write_bytes, atomic_write_text, structure_spec, to_data
@@ -20,6 +21,12 @@ from mmgen.api import JointTokenSpace, Spec, TokenSpace, atomic_write_bytes, ato
 WEIGHTS_FILE = "weights.pt"
 DESCRIPTION_FILE = "model.json"
 FORMAT = 1
+
+# Model options added after models were first saved, each with the value that keeps an older
+# model.json (one without it) meaning what it was trained with; a newer file always names it.
+OLD_FILE_DEFAULTS: dict[str, Any] = {
+    "mask_positions": "modality",  # before it, a MASK got its modality's position only
+}
 
 
 def space_to_data(space: JointTokenSpace) -> dict[str, Any]:
@@ -45,6 +52,18 @@ def save_trained_model(
     atomic_write_text(directory / DESCRIPTION_FILE, json.dumps(description, indent=2))
 
 
+def with_old_file_defaults(data: Any, registry: Any) -> Any:
+    """`data` (a saved model's spec) with the OLD_FILE_DEFAULTS its model's Config has and `data` lacks."""
+    if not isinstance(data, Mapping) or not isinstance(data.get("use"), str):
+        return data  # structure_spec says what is wrong
+    try:
+        config = registry.get("models", data["use"]).Config
+    except KeyError:
+        return data  # not registered: structure_spec says so
+    fields = attrs.fields_dict(config) if attrs.has(config) else {}
+    return {**{k: v for k, v in OLD_FILE_DEFAULTS.items() if k in fields}, **data}
+
+
 def load_trained_model(directory: Path, registry: Any, *, device: str | torch.device = "cpu") -> Any:
     """The model saved in `directory`, on `device`, in eval mode."""
     directory = Path(directory)
@@ -55,7 +74,9 @@ def load_trained_model(directory: Path, registry: Any, *, device: str | torch.de
     if description.get("format") != FORMAT:
         raise ValueError(f"{description_path}: unknown format {description.get('format')!r} (expected {FORMAT})")
     space = space_from_data(description["token_space"])
-    spec = structure_spec("models", description["model"], path="model", registry=registry)
+    spec = structure_spec(
+        "models", with_old_file_defaults(description["model"], registry), path="model", registry=registry
+    )
     model = registry.build(spec, token_space=space, tokenizers=None)  # rebuilt for its saved weights
     state = torch.load(directory / WEIGHTS_FILE, map_location="cpu", weights_only=True)
     model.load_state_dict(state)
