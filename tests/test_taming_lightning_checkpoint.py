@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import pickle
 import re
+import shlex
 import sys
 import types
 from collections import OrderedDict
@@ -20,12 +21,17 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+import yaml
+from click.testing import CliRunner
 from test_taming_checkpoint import random_taming_state, ref_decode, ref_encode
 
+from mmgen.api import structure_attrs
+from mmgen.cli import main
 from mmgen.errors import UserError
 from mmgen.tokenizers.vqgan.lightning_checkpoint import CheckpointError, read_lightning_checkpoint
 from mmgen.tokenizers.vqgan.perceptual import LPIPS
 from mmgen.tokenizers.vqgan.taming_checkpoint import load_taming_checkpoint
+from mmgen.tokenizers.vqgan.tokenizer import VQGANTokenizer
 
 NOTHING_RUN = "(read with torch.load(weights_only=True); nothing in it was run)"
 
@@ -214,3 +220,31 @@ def test_a_file_that_is_no_checkpoint(tmp_path):
         load_taming_checkpoint(tmp_path / "last.ckpt")
     prefix = f"{tmp_path / 'last.ckpt'}: cannot be read as a PyTorch checkpoint: "
     assert re.fullmatch(re.escape(prefix) + r"[^\n]+ " + re.escape(NOTHING_RUN), str(caught.value))
+
+
+# ---- the README's command --------------------------------------------------------------
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+def readme_command() -> list[str]:
+    """The one command of the README's "Using the released taming VQ-GAN", as argv after `mmgen`."""
+    section = (REPO / "README.md").read_text().split("### Using the released taming VQ-GAN")[1]
+    [line] = [line for line in section.splitlines() if line.startswith(".venv/bin/mmgen run ")]
+    return shlex.split(line)[1:]
+
+
+def test_the_readme_command_loads_a_downloaded_last_ckpt(tmp_path, monkeypatch):
+    monkeypatch.delenv("MMGEN_PLUGINS", raising=False)
+    monkeypatch.chdir(tmp_path)
+    args = readme_command()
+    assert args[:2] == ["run", "recipes/quickstart.yaml"]
+    (tmp_path / "vqgan_imagenet_f16_16384").mkdir()
+    save_lightning_1x(tmp_path / "vqgan_imagenet_f16_16384" / "last.ckpt", random_taming_state(), monkeypatch)
+    result = CliRunner().invoke(main, [args[0], str(REPO / args[1]), *args[2:], "--dry-run"])
+    assert result.exit_code == 0, result.output
+    [vqgan, bpe] = yaml.safe_load(result.stdout)["stages"]["tokenizers"]["tokenizers"]
+    assert (vqgan["use"], vqgan["resolution"], bpe["use"]) == ("vqgan", 256, "sentencepiece_bpe")
+    config = structure_attrs(VQGANTokenizer.Config, {k: v for k, v in vqgan.items() if k != "use"})
+    tokenizer = VQGANTokenizer.from_config(config)  # the tiny stand-in: downsampling 2, so 128 x 128 codes
+    assert tokenizer.pretrained and tokenizer.token_space.shape == (128, 128)
