@@ -202,7 +202,7 @@ def test_a_tokenizer_option_outside_its_train_options(workdir):
     fails_with(
         workdir,
         f"{path}: stages.tokenizers.tokenizers[0].batch_size: unknown option for VQGANTokenizer.Config;"
-        " did you mean 'train.batch_size'? (options: modality, preset, architecture, taming_checkpoint, loss, train)",
+        " did you mean 'train.batch_size'? (options: modality, preset, architecture, resolution, taming_checkpoint, loss, train)",
         str(path),
     )
 

@@ -58,3 +58,20 @@ class ArchitectureConfig:
     def grid(self) -> int:
         """Side of the token grid."""
         return self.resolution // self.downsampling
+
+    def level_resolutions(self) -> tuple[int, ...]:
+        """The feature-map side at each encoder level, finest first."""
+        return tuple(self.resolution // (self.patch_size * 2**i) for i in range(len(self.ch_mult)))
+
+    def with_resolution(self, resolution: int) -> ArchitectureConfig:
+        """The same network (same layers, same weights) at another pixel size: only the token grid changes.
+
+        Attention stays at the same levels, so `attn_resolutions` scales with the resolution.
+        """
+        if resolution <= 0 or resolution % self.downsampling:
+            raise ValueError(
+                f"resolution {resolution} is not a positive multiple of the downsampling factor {self.downsampling}"
+            )
+        attention_levels = [i for i, side in enumerate(self.level_resolutions()) if side in self.attn_resolutions]
+        resized = attrs.evolve(self, resolution=resolution, attn_resolutions=())
+        return attrs.evolve(resized, attn_resolutions=tuple(resized.level_resolutions()[i] for i in attention_levels))

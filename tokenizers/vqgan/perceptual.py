@@ -15,6 +15,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .lightning_checkpoint import read_lightning_checkpoint
+
 # VGG-16 `features` up to relu5_3, by torchvision index: ("conv", in, out) or ("pool",).
 VGG16_SLICES = (
     {0: (3, 64), 2: (64, 64)},
@@ -79,7 +81,7 @@ class LPIPS(nn.Module):
 
     @classmethod
     def from_file(cls, path: Path | str) -> LPIPS:
-        state = torch.load(Path(path), map_location="cpu", weights_only=True)
+        state = read_lightning_checkpoint(path)  # a whole taming last.ckpt carries Lightning extras
         state = state.get("state_dict", state)
         if any(key.startswith(TAMING_PREFIX) for key in state):
             state = {key[len(TAMING_PREFIX) :]: value for key, value in state.items() if key.startswith(TAMING_PREFIX)}

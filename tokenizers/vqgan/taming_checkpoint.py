@@ -6,7 +6,10 @@ encoder (`encoder.conv_in`, `encoder.down.<level>.block.<i>...`, `encoder.mid...
 (`decoder.up.<level>...`, where level 0 is the finest resolution although it runs
 last), plus the training losses under `loss.*`, which a tokenizer does not need.
 The architecture is read from the tensor shapes; only the pixel resolution is not
-in the file (the network is fully convolutional), so the caller gives it.
+in the file (the network is fully convolutional), so the caller gives it: any
+multiple of the downsampling factor 2**(levels - 1) (16 for f16) works, and the
+token grid side is resolution / factor. The Lightning extras around `state_dict`
+are read without running anything (lightning_checkpoint.py) and ignored.
 """
 
 from __future__ import annotations
@@ -16,10 +19,9 @@ from typing import Mapping
 
 import torch
 
-from mmgen.api import UserError
-
 from .architecture import ArchitectureConfig
 from .autoencoder import VQAutoencoder
+from .lightning_checkpoint import CheckpointError, read_lightning_checkpoint
 
 ATTENTION_NAMES = {"norm": "norm", "q": "query", "k": "key", "v": "value", "proj_out": "out"}
 BLOCK_NAMES = {"norm1": "norm1", "conv1": "conv1", "norm2": "norm2", "conv2": "conv2", "nin_shortcut": "shortcut"}
@@ -28,16 +30,13 @@ MIDDLE = {"block_1": "block1", "attn_1": "attention", "block_2": "block2"}
 TAMING_NORM_GROUPS = 32
 
 
-class TamingCheckpointError(UserError, ValueError):
+class TamingCheckpointError(CheckpointError):
     """A file that is not a taming VQ-GAN checkpoint, or uses a variant this plugin does not implement."""
 
 
 def read_taming_state_dict(path: Path | str) -> dict[str, torch.Tensor]:
-    """The model tensors of a taming checkpoint (Lightning's `state_dict`, or a bare state dict)."""
-    try:
-        checkpoint = torch.load(Path(path), map_location="cpu", weights_only=True)
-    except Exception as exc:  # unpickling errors come in many types
-        raise TamingCheckpointError(f"{path}: cannot be read with torch.load(weights_only=True): {exc}") from exc
+    """The model tensors of a taming checkpoint (Lightning's `state_dict`, or a bare state dict); the rest ignored."""
+    checkpoint = read_lightning_checkpoint(path)
     state = checkpoint.get("state_dict", checkpoint) if isinstance(checkpoint, Mapping) else None
     if not isinstance(state, Mapping) or "quantize.embedding.weight" not in state:
         raise TamingCheckpointError(f"{path}: no taming VQ-GAN state_dict (no `quantize.embedding.weight`)")
@@ -54,6 +53,12 @@ def taming_architecture(state: Mapping[str, torch.Tensor], *, resolution: int) -
     stem = state["encoder.conv_in.weight"]
     ch, in_channels = stem.shape[0], stem.shape[1]
     levels = _indices(state, "encoder.down.")
+    factor = 2 ** (len(levels) - 1)
+    if resolution <= 0 or resolution % factor:
+        raise TamingCheckpointError(
+            f"resolution {resolution} is not a positive multiple of this checkpoint's downsampling factor {factor}"
+            f" (the token grid side is resolution / {factor})"
+        )
     ch_mult = tuple(state[f"encoder.down.{i}.block.0.conv1.weight"].shape[0] // ch for i in levels)
     blocks = _indices(state, "encoder.down.0.block.")
     attention_levels = [i for i in levels if f"encoder.down.{i}.attn.0.q.weight" in state]
@@ -147,7 +152,11 @@ def convert_taming_state_dict(
 
 def load_taming_checkpoint(path: Path | str, *, resolution: int = 256) -> VQAutoencoder:
     """A VQAutoencoder holding the checkpoint's weights; every tensor must find its place."""
-    architecture, state = convert_taming_state_dict(read_taming_state_dict(path), resolution=resolution)
+    taming_state = read_taming_state_dict(path)
+    try:
+        architecture, state = convert_taming_state_dict(taming_state, resolution=resolution)
+    except TamingCheckpointError as exc:  # the converter knows no file name
+        raise TamingCheckpointError(f"{path}: {exc}") from None
     autoencoder = VQAutoencoder(architecture)
     missing, unexpected = autoencoder.load_state_dict(state, strict=False)
     missing = [name for name in missing if name != "quantizer.steps_unused"]

@@ -2,7 +2,7 @@
 
 MAGVLT uses a frozen VQ-GAN (taming-transformers `vqgan_imagenet_f16_16384`;
 preset `f16_16384`, loadable with `taming_checkpoint`) turning 256x256 pixels into
-16x16 codes. A token is the code's index in the codebook, row by row.
+16x16 codes (another `resolution` gives another grid). A token is the code's index in the codebook, row by row.
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from mmgen.api import Segment, TokenSpace, existing_file, structure_attrs, to_data
+from mmgen.api import FieldError, Segment, TokenSpace, existing_file, structure_attrs, to_data
 
 from ..storage import content_hash, read_json, read_tensors, write_json, write_tensors
 from .architecture import ArchitectureConfig
@@ -39,26 +39,69 @@ class VQGANTokenizer:
     class Config:
         """`preset` names an architecture (presets.py); `architecture` replaces it when given.
 
+        `resolution` sets the pixel side (images are centre-cropped and resized to
+        it) without spelling out a whole architecture: the network is fully
+        convolutional, so the layers and weights stay the same and only the token
+        grid changes, to resolution / downsampling per side (f16: 256 -> 16x16). It
+        must be a multiple of the downsampling factor. Unset: the preset's.
+
         With `taming_checkpoint` (a taming-transformers VQ-GAN .ckpt) the weights
         come from that file and nothing is trained; its architecture is read from
-        the checkpoint, at `preset`'s resolution. The file must exist when the
-        recipe loads (a relative path is read from the working directory).
+        the checkpoint, at `resolution` (or, unset, the preset's), so a preset is
+        not needed. The file must exist when the recipe loads (a relative path is
+        read from the working directory); nothing is downloaded.
         """
 
         modality: str = "image"
         # No default: sizes are an experiment's choice, named in its recipe.
         preset: Literal["tiny", "shapes", "f16_16384"] | None = None
         architecture: ArchitectureConfig | None = None
+        resolution: int | None = None
         taming_checkpoint: str | None = attrs.field(default=None, validator=existing_file)
         loss: LossConfig = LossConfig()
         train: TrainConfig = TrainConfig()
 
         def __attrs_post_init__(self) -> None:
-            if self.preset is None and self.architecture is None:
-                raise ValueError(f"vqgan: give a preset ({', '.join(PRESETS)}) or an architecture")
+            taming_only = self.taming_checkpoint is not None and self.resolution is not None
+            if self.preset is None and self.architecture is None and not taming_only:
+                presets = ", ".join(PRESETS)
+                raise ValueError(
+                    f"vqgan: give a preset ({presets}), an architecture, or a taming_checkpoint with its resolution"
+                )
+            if self.resolution is not None:
+                self._check_resolution(self.resolution)
+
+        def _check_resolution(self, resolution: int) -> None:
+            """Positive, and a multiple of the downsampling factor (of the preset / architecture when one is given)."""
+            if resolution <= 0:
+                raise FieldError("resolution", f"must be > 0, got {resolution}")
+            base = self._base_architecture()
+            if base is None or resolution % base.downsampling == 0:
+                return  # a taming checkpoint alone: its factor is checked when the file is read
+            factor = base.downsampling
+            what = "the architecture" if self.architecture is not None else f"preset {self.preset}"
+            below = max(resolution // factor, 1) * factor
+            raise FieldError(
+                "resolution",
+                f"{resolution} is not a multiple of {what}'s downsampling factor {factor}"
+                f" (the token grid side is resolution / {factor}); e.g. {below} or {below + factor}",
+            )
+
+        def _base_architecture(self) -> ArchitectureConfig | None:
+            if self.architecture is not None:
+                return self.architecture
+            return PRESETS[self.preset] if self.preset is not None else None
 
         def resolved_architecture(self) -> ArchitectureConfig:
-            return self.architecture if self.architecture is not None else PRESETS[self.preset]
+            """The architecture to build (untrained): the preset's or the given one, at `resolution` when set."""
+            base = self._base_architecture()
+            if base is None:
+                raise ValueError("vqgan: without a preset or an architecture only a taming_checkpoint can be loaded")
+            return base if self.resolution is None else base.with_resolution(self.resolution)
+
+        def taming_resolution(self) -> int:
+            """The pixel side a taming checkpoint is loaded at."""
+            return self.resolution if self.resolution is not None else self.resolved_architecture().resolution
 
     def __init__(
         self,
@@ -87,8 +130,7 @@ class VQGANTokenizer:
         if config.taming_checkpoint is not None:
             from .taming_checkpoint import load_taming_checkpoint
 
-            resolution = config.resolved_architecture().resolution
-            autoencoder = load_taming_checkpoint(config.taming_checkpoint, resolution=resolution)
+            autoencoder = load_taming_checkpoint(config.taming_checkpoint, resolution=config.taming_resolution())
             return cls(autoencoder=autoencoder, pretrained=True, **options)
         return cls(autoencoder=VQAutoencoder(config.resolved_architecture()), **options)
 
