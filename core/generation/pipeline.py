@@ -1,15 +1,23 @@
 """The generation pipeline: one loop over any model, sampler, reranker and refiner.
 
-    prompts -> encode -> task.request -> sampler.generate -> (reranker: best of N) -> (refiner) -> decode
+    prompts -> encode -> task.request -> sampler.generate (-> task.follow_up -> sampler.generate ...)
+            -> (reranker: best of N) -> (refiner) -> decode
 
-Nothing here knows a model or a modality: the task builds the request, the
-sampler fills it, rerankers and refiners are plugins of their own kinds, and
+Nothing here knows a model or a modality: the task builds the requests, the
+sampler fills them, rerankers and refiners are plugins of their own kinds, and
 tokenizers encode prompts and decode results. MAGVLT's protocol (sec. 4.2) is
 N candidates per prompt reranked by CLIP; one candidate is the model alone.
+
+A model that records the layouts it trained (`trained_layouts`, from model.json)
+gets only requests of those layouts: of a task's routes the first it trained
+runs, and a task with none is refused in one line (mmgen.generation.layouts).
+A model without the record (saved before mmgen wrote it) runs every task's
+first route, as before.
 """
 
 from __future__ import annotations
 
+import logging
 from typing import Any, Mapping, Sequence
 
 import torch
@@ -17,8 +25,10 @@ import torch
 from ..batch import Generation, Segment
 from ..errors import UserError
 from ..progress import progress
+from .layouts import next_request, planned_layouts, refusal, request_layout
 from .task import GenerationTask, Prompt
 
+log = logging.getLogger(__name__)
 REFINE_ROWS = 256  # rows refined per call: they share forward passes, and memory stays bounded
 
 
@@ -39,6 +49,10 @@ class GenerationPipeline:
         self.sampler = sampler
         self.device = torch.device(device)
         self.show_progress = show_progress
+        # The layouts the model trained (a TrainedLayouts), or None: unknown, every layout allowed.
+        self.trained = getattr(model, "trained_layouts", None)
+        if self.trained is None:
+            log.info("the model records no trained layouts (saved before mmgen wrote them): every layout is allowed")
         if hasattr(model, "eval"):
             model.eval()
 
@@ -55,6 +69,7 @@ class GenerationPipeline:
     ) -> list[Generation]:
         """One Generation per prompt; the same seed, prompts and batch size give the same outputs."""
         self.check(task, prompts, candidates=candidates, reranker=reranker, refiner=refiner)
+        task = self.route(task)
         if not prompts:
             return []
         generator = torch.Generator(device=self.device).manual_seed(seed)
@@ -104,6 +119,27 @@ class GenerationPipeline:
             absent = [m for m in task.needs if prompt.items.get(m) is None]
             if absent:
                 raise ValueError(f"task {task.name!r} needs {absent} in every prompt; prompt {prompt.key!r} has none")
+        self.route(task)
+
+    def route(self, task: GenerationTask) -> GenerationTask:
+        """The first of the task's routes whose every layout the model trained (the first route when unknown).
+
+        Raises UserError, naming the missing training and the remedy, when the model trained none.
+        """
+        routes = task.routes() if hasattr(task, "routes") else [task]
+        if self.trained is None:
+            return routes[0]
+        refused = None
+        for route in routes:
+            layouts = planned_layouts(route, self.model.token_space)
+            untrained = [(layout, missing) for layout in layouts if (missing := self.trained.missing(layout))]
+            if not untrained:
+                if refused is not None:
+                    steps = " then ".join(f"`{layout}`" for layout in layouts)
+                    log.info("task %r: the model never trained `%s`; running it as %s", task.name, refused[0], steps)
+                return route
+            refused = refused or untrained[0]
+        raise UserError(refusal(task.name, *refused, instead=getattr(task, "instead", ())))
 
     def _sample(
         self,
@@ -120,20 +156,41 @@ class GenerationPipeline:
         """
         rows = [p for p in prompts for _ in range(candidates)]
         inputs = self._encode(task, rows)
-        request = task.request(inputs, batch=len(rows), space=self.model.token_space, device=self.device)
-        try:
-            result = self.sampler.generate(self.model, request, generator=generator)
-        except UserError as exc:  # a request this sampler refuses: the sampler cannot know which task made it
-            raise UserError(f"task {task.name!r}: {exc}") from None
-        outputs = {segment.modality: segment for segment in result.segments}
-        targets = {part.modality: part for part in request.segments if part.target}
-        known = {m: Segment(modality=m, tokens=targets[m].known.long(), lengths=s.lengths) for m, s in outputs.items()}
+        space, batch = self.model.token_space, len(rows)
+        made: dict[str, Segment] = {}
+        known: dict[str, Segment] = {}
+        request = task.request(inputs, batch=batch, space=space, device=self.device)
+        while request is not None:
+            self._check_layout(task, request)
+            try:
+                result = self.sampler.generate(self.model, request, generator=generator)
+            except UserError as exc:  # a request this sampler refuses: the sampler cannot know which task made it
+                raise UserError(f"task {task.name!r}: {exc}") from None
+            targets = [part for part in request.segments if part.target]
+            for segment, part in zip(result.segments, targets):
+                made[segment.modality] = segment
+                known[segment.modality] = Segment(
+                    modality=segment.modality, tokens=part.known.long(), lengths=segment.lengths
+                )
+            # A later request may read what this one made (T2IT captions its own image).
+            request = next_request(task, inputs, made, batch=batch, space=space, device=self.device)
+        # What a route makes on the way (an inpainting's caption) is not an output.
+        outputs = {m: s for m, s in made.items() if m in task.makes}
+        known = {m: known[m] for m in outputs}
         if candidates == 1:
             return inputs, outputs, known
         # MAGVLT sec. 4.2: the best of N by the reranker's score of each (given or generated) pair.
         scores = reranker.scores({**inputs, **outputs})
         keep = best_in_groups(scores, candidates=candidates).to(self.device)
         return _select(inputs, keep), _select(outputs, keep), _select(known, keep)
+
+    def _check_layout(self, task: GenerationTask, request: Any) -> None:
+        if self.trained is None:
+            return
+        layout = request_layout(request)
+        missing = self.trained.missing(layout)
+        if missing is not None:
+            raise UserError(refusal(task.name, layout, missing, instead=getattr(task, "instead", ())))
 
     def _refine(self, refiner: Any, inputs: dict[str, Segment], outputs: dict[str, Segment]) -> dict[str, Segment]:
         """Every prompt's chosen outputs, REFINE_ROWS at a time: the refiner's passes batch across prompts."""
