@@ -330,12 +330,19 @@ def test_the_train_stage_records_the_layouts_it_trained(tmp_path):
     )
 
 
-def test_a_model_saved_without_the_record_allows_every_layout():
+def test_a_model_saved_without_the_record_allows_every_layout(caplog):
     (train,) = (ROOT / "checkpoints" / "shapes" / "artefacts").glob("train-*")
     assert read_trained_layouts(train) is None
+    note = "the model records no trained layouts (saved before mmgen wrote them): every layout is allowed"
     pipeline, spy = pipeline_for(None)
     pipeline.run(build("unconditional"), task_prompts("unconditional"))  # dropped caption: allowed, unknown
     assert passes(pipeline.model) == [DROPPED_CAPTION_SEQ, I2T_SEQ]
+    assert note not in caplog.messages  # a model in training (no attribute) gets no note
+    model = fake_model(tokenizers())
+    model.trained_layouts = None  # what TrainModelStage.load gives for a model.json without the record
+    with caplog.at_level("INFO", logger="mmgen.generation.pipeline"):
+        GenerationPipeline(model=model, tokenizers=tokenizers(), sampler=FAST)
+    assert caplog.messages.count(note) == 1
 
 
 def test_inpainting_through_a_caption_keeps_the_known_tokens_and_drops_the_caption():
@@ -350,3 +357,23 @@ def test_inpainting_through_a_caption_keeps_the_known_tokens_and_drops_the_capti
     source = tokenizers()["image"].encode(stripes()[None]).tokens
     assert torch.equal(image_result.segments[0].tokens[~inside], source[~inside])
     assert set(made.outputs) == {"image"} and made.inputs == {"image": made.inputs["image"], "region": [0.25] * 2 + [0.75] * 2}
+
+
+class NoDroppedContext(SpySampler):
+    """A sampler that refuses, in its `check`, a request whose context is wholly MASK."""
+
+    def check(self, request):
+        if any(not s.target and not s.known.any() for s in request.segments):
+            raise UserError("this sampler shows no wholly MASK context")
+
+
+def test_a_route_the_sampler_refuses_is_passed_over_and_its_refusal_named():
+    pipeline, _ = pipeline_for(DROPOUT)
+    pipeline.sampler = NoDroppedContext(FAST)
+    pipeline.run(build("inpaint"), prompts(1))
+    assert passes(pipeline.model) == [IT2IT_SEQ, T2I_SEQ]  # the trained route the sampler runs
+    pipeline.model.calls.clear()
+    with pytest.raises(UserError) as caught:
+        pipeline.run(build("unconditional"), task_prompts("unconditional"))
+    assert str(caught.value) == "task 'unconditional': this sampler shows no wholly MASK context"
+    assert pipeline.model.calls == []

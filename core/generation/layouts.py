@@ -94,21 +94,26 @@ def next_request(
     return None if follow_up is None else follow_up(inputs, made, batch=batch, space=space, device=device)
 
 
-def planned_layouts(task: Any, space: JointTokenSpace) -> list[Layout]:
-    """The layouts of every request `task` makes, in order, found from placeholder prompts (token 0 throughout)."""
+def planned_requests(task: Any, space: JointTokenSpace) -> list[GenerationRequest]:
+    """Every request `task` makes, in order, for one placeholder prompt (token 0 throughout), on the CPU."""
 
     def placeholder(modality: str) -> Segment:
         return Segment.full(modality, torch.zeros(1, space.space(modality).length, dtype=torch.long))
 
     inputs = {m: placeholder(m) for m in task.needs}
     made: dict[str, Segment] = {}
-    layouts = []
+    requests = []
     request = task.request(inputs, batch=1, space=space, device=torch.device("cpu"))
     while request is not None:
-        layouts.append(request_layout(request))
+        requests.append(request)
         made.update({s.modality: placeholder(s.modality) for s in request.segments if s.target})
         request = next_request(task, inputs, made, batch=1, space=space, device=torch.device("cpu"))
-    return layouts
+    return requests
+
+
+def planned_layouts(task: Any, space: JointTokenSpace) -> list[Layout]:
+    """The layouts of every request `task` makes, in order."""
+    return [request_layout(request) for request in planned_requests(task, space)]
 
 
 @attrs.frozen(kw_only=True)

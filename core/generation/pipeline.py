@@ -25,7 +25,7 @@ import torch
 from ..batch import Generation, Segment
 from ..errors import UserError
 from ..progress import progress
-from .layouts import next_request, planned_layouts, refusal, request_layout
+from .layouts import next_request, planned_requests, refusal, request_layout
 from .task import GenerationTask, Prompt
 
 log = logging.getLogger(__name__)
@@ -51,7 +51,7 @@ class GenerationPipeline:
         self.show_progress = show_progress
         # The layouts the model trained (a TrainedLayouts), or None: unknown, every layout allowed.
         self.trained = getattr(model, "trained_layouts", None)
-        if self.trained is None:
+        if hasattr(model, "trained_layouts") and self.trained is None:  # loaded, but saved without the record
             log.info("the model records no trained layouts (saved before mmgen wrote them): every layout is allowed")
         if hasattr(model, "eval"):
             model.eval()
@@ -122,24 +122,40 @@ class GenerationPipeline:
         self.route(task)
 
     def route(self, task: GenerationTask) -> GenerationTask:
-        """The first of the task's routes whose every layout the model trained (the first route when unknown).
+        """The first of the task's routes that the sampler can run and whose every layout the model trained.
 
-        Raises UserError, naming the missing training and the remedy, when the model trained none.
+        A model that records no layouts gets the first route. Raises UserError with the first route's problem
+        (the missing training and the remedy, or what the sampler cannot do) when no route qualifies.
         """
         routes = task.routes() if hasattr(task, "routes") else [task]
         if self.trained is None:
             return routes[0]
-        refused = None
+        first_problem = None
         for route in routes:
-            layouts = planned_layouts(route, self.model.token_space)
-            untrained = [(layout, missing) for layout in layouts if (missing := self.trained.missing(layout))]
-            if not untrained:
-                if refused is not None:
-                    steps = " then ".join(f"`{layout}`" for layout in layouts)
-                    log.info("task %r: the model never trained `%s`; running it as %s", task.name, refused[0], steps)
+            requests = planned_requests(route, self.model.token_space)
+            problem = next(filter(None, (self._problem(task, request) for request in requests)), None)
+            if problem is None:
+                if first_problem is not None:
+                    steps = " then ".join(f"`{request_layout(request)}`" for request in requests)
+                    log.info("task %r runs as %s, as its first route cannot: %s", task.name, steps, first_problem)
                 return route
-            refused = refused or untrained[0]
-        raise UserError(refusal(task.name, *refused, instead=getattr(task, "instead", ())))
+            first_problem = first_problem or problem
+        raise UserError(first_problem)
+
+    def _problem(self, task: GenerationTask, request: Any) -> str | None:
+        """Why `request` cannot run: the sampler refuses it (a sampler's optional `check`), or the model never
+        trained its layout; None when it can."""
+        check = getattr(self.sampler, "check", None)
+        if check is not None:
+            try:
+                check(request)
+            except UserError as exc:
+                return f"task {task.name!r}: {exc}"
+        if self.trained is None:
+            return None
+        layout = request_layout(request)
+        missing = self.trained.missing(layout)
+        return None if missing is None else refusal(task.name, layout, missing, instead=getattr(task, "instead", ()))
 
     def _sample(
         self,
@@ -161,7 +177,8 @@ class GenerationPipeline:
         known: dict[str, Segment] = {}
         request = task.request(inputs, batch=batch, space=space, device=self.device)
         while request is not None:
-            self._check_layout(task, request)
+            if self.trained is not None and (problem := self._problem(task, request)):
+                raise UserError(problem)
             try:
                 result = self.sampler.generate(self.model, request, generator=generator)
             except UserError as exc:  # a request this sampler refuses: the sampler cannot know which task made it
@@ -183,14 +200,6 @@ class GenerationPipeline:
         scores = reranker.scores({**inputs, **outputs})
         keep = best_in_groups(scores, candidates=candidates).to(self.device)
         return _select(inputs, keep), _select(outputs, keep), _select(known, keep)
-
-    def _check_layout(self, task: GenerationTask, request: Any) -> None:
-        if self.trained is None:
-            return
-        layout = request_layout(request)
-        missing = self.trained.missing(layout)
-        if missing is not None:
-            raise UserError(refusal(task.name, layout, missing, instead=getattr(task, "instead", ())))
 
     def _refine(self, refiner: Any, inputs: dict[str, Segment], outputs: dict[str, Segment]) -> dict[str, Segment]:
         """Every prompt's chosen outputs, REFINE_ROWS at a time: the refiner's passes batch across prompts."""
