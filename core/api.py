@@ -86,6 +86,8 @@ _EXPORTS: dict[str, tuple[str, str]] = {
     "blank": ("generation.task", "blank"),
     "region_target": ("generation.task", "region_target"),
     "partial_text": ("generation.task", "partial_text"),
+    "TrainedLayouts": ("generation.layouts", "TrainedLayouts"),
+    "TRAINED_LAYOUTS_KEY": ("generation.layouts", "RECORD_KEY"),
     "GenerationPipeline": ("generation.pipeline", "GenerationPipeline"),
     "best_in_groups": ("generation.pipeline", "best_in_groups"),
     "GenerateOptions": ("generation.options", "GenerateOptions"),

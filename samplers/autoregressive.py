@@ -109,14 +109,19 @@ class AutoregressiveSampler:
     def from_config(cls, config: Config, **_: Any) -> AutoregressiveSampler:
         return cls(fixed=config.fixed, variable=config.variable, cache=config.cache)
 
+    def check(self, request: GenerationRequest) -> None:
+        """Refuse a request it cannot fill (LeftToRightError); the generation pipeline asks before any sampling."""
+        for part in request.segments:
+            if part.target:
+                check_left_to_right(part)
+
     @torch.no_grad()
     def generate(self, model: Any, request: GenerationRequest, *, generator: torch.Generator) -> TokenBatch:
         """Generate the target segments in order; returns them, in request order."""
         targets = [part for part in request.segments if part.target]
         if not targets:
             raise ValueError("generation request has no target segment")
-        for part in targets:  # every target checked before any sampling
-            check_left_to_right(part)
+        self.check(request)  # every target checked before any sampling
         context = [_context_part(part) for part in request.segments if not part.target]
         outputs = []
         for part in targets:

@@ -246,12 +246,19 @@ class TestTasks:
         assert set(task.needs) <= set(SPACE.modalities) and task.makes and set(task.makes) <= set(SPACE.modalities)
         batch = tiny_batch(batch_size=2)
         inputs = {m: batch.modality(m) for m in task.needs}
-        request = task.request(inputs, batch=2, space=SPACE, device=torch.device("cpu"))
-        assert tuple(s.modality for s in request.segments if s.target) == task.makes
         sampler = REGISTRY.build(structure_spec("samplers", "maskgit", path="s", registry=REGISTRY))
-        out = sampler.generate(tiny_model().eval(), request, generator=torch.Generator().manual_seed(0))
-        assert tuple(s.modality for s in out.segments) == task.makes
-        assert all(s.batch_size == 2 for s in out.segments)
+        # Each route's requests in turn (a follow_up reads what the earlier ones made) make what the task makes.
+        for route in task.routes() if hasattr(task, "routes") else [task]:
+            made = {}
+            request = route.request(inputs, batch=2, space=SPACE, device=torch.device("cpu"))
+            while request is not None:
+                out = sampler.generate(tiny_model().eval(), request, generator=torch.Generator().manual_seed(0))
+                assert [s.modality for s in out.segments] == [s.modality for s in request.segments if s.target]
+                made.update({s.modality: s for s in out.segments})
+                follow_up = getattr(route, "follow_up", None)
+                request = follow_up(inputs, made, batch=2, space=SPACE, device="cpu") if follow_up else None
+            assert tuple(m for m in made if m in task.makes) == task.makes
+            assert all(s.batch_size == 2 for s in made.values())
 
     @pytest.mark.parametrize("entry", entries("tasks"))
     def test_prompts_hold_what_the_task_needs(self, entry):

@@ -323,11 +323,17 @@ def test_it2t_completes_a_known_prefix():
 
 @pytest.mark.parametrize("task", ["t2it", "unconditional"])
 def test_pair_tasks_generate_image_then_caption(task):
+    # Two requests: T2I (the prompt, or a dropped caption), then I2T from the image just made.
     prompt_list = prompts() if task == "t2it" else [Prompt(key="u0"), Prompt(key="u1")]
-    generations, request, result = run_on_tiny(task, prompt_list=prompt_list)
-    assert layout(request) == [("text", False), ("image", True), ("text", True)]
-    assert request.segments[0].known.any() == (task == "t2it")
-    assert [s.modality for s in result.segments] == ["image", "text"]
+    tok = tokenizers()
+    spy = SpySampler(FAST)
+    pipeline = GenerationPipeline(model=tiny_magvlt(joint_space(tok)), tokenizers=tok, sampler=spy)
+    generations = pipeline.run(build(task), prompt_list, batch_size=4)
+    (image_request, image_result), (caption_request, caption_result) = spy.seen
+    assert layout(image_request) == [("text", False), ("image", True)]
+    assert image_request.segments[0].known.any() == (task == "t2it")
+    assert layout(caption_request) == [("image", False), ("text", True)]
+    assert torch.equal(caption_request.segments[0].tokens, image_result.segments[0].tokens)
     for generation in generations:
         assert set(generation.outputs) == {"image", "text"} and generation.outputs["image"].dtype == np.uint8
         assert generation.inputs == ({"text": "a big red circle"} if task == "t2it" else {})
@@ -376,12 +382,15 @@ def test_tasks_use_the_modality_names_their_config_gives():
     spy = SpySampler(FAST)
     pipeline = GenerationPipeline(model=fake_model(tok), tokenizers=tok, sampler=spy)
     (made,) = pipeline.run(build("t2it", image="picture", text="caption"), [Prompt(key="k", items={"caption": "a"})])
-    assert layout(spy.seen[0][0]) == [("caption", False), ("picture", True), ("caption", True)]
+    assert [layout(request) for request, _ in spy.seen] == [
+        [("caption", False), ("picture", True)],
+        [("picture", False), ("caption", True)],
+    ]
     assert made.inputs == {"caption": "a"} and made.outputs["caption"] == "red circle"  # cleaned: its text
     assert np.array_equal(made.outputs["picture"], stripes_decoded())
     with pytest.raises(ValueError, match="task 't2it' uses modality 'text', which has no tokenizer here"):
         pipeline.run(build("t2it"), [Prompt(key="k", items={"text": "a"})])
-    assert len(spy.seen) == 1
+    assert len(spy.seen) == 2
 
 
 class TokenSumReranker:
@@ -422,10 +431,10 @@ def test_a_reranker_scores_generated_segments_over_given_ones():
     reranker = TokenSumReranker()
     pipeline, spy = fake_pipeline()
     pipeline.run(build("t2it"), prompts(1), candidates=2, reranker=reranker)
-    ((_, result),) = spy.seen
+    (_, (_, result)) = spy.seen
     (call,) = reranker.calls
     assert set(call) == {"image", "text"}
-    assert torch.equal(call["text"], result.segments[1].tokens)  # the generated caption, not the prompt
+    assert torch.equal(call["text"], result.segments[0].tokens)  # the generated caption, not the prompt
     assert call["text"][0, :4].tolist() == [2, 2, 4, 0]
 
 

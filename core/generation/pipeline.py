@@ -1,15 +1,23 @@
 """The generation pipeline: one loop over any model, sampler, reranker and refiner.
 
-    prompts -> encode -> task.request -> sampler.generate -> (reranker: best of N) -> (refiner) -> decode
+    prompts -> encode -> task.request -> sampler.generate (-> task.follow_up -> sampler.generate ...)
+            -> (reranker: best of N) -> (refiner) -> decode
 
-Nothing here knows a model or a modality: the task builds the request, the
-sampler fills it, rerankers and refiners are plugins of their own kinds, and
+Nothing here knows a model or a modality: the task builds the requests, the
+sampler fills them, rerankers and refiners are plugins of their own kinds, and
 tokenizers encode prompts and decode results. MAGVLT's protocol (sec. 4.2) is
 N candidates per prompt reranked by CLIP; one candidate is the model alone.
+
+A model that records the layouts it trained (`trained_layouts`, from model.json)
+gets only requests of those layouts: of a task's routes the first it trained
+runs, and a task with none is refused in one line (mmgen.generation.layouts).
+A model without the record (saved before mmgen wrote it) runs every task's
+first route, as before.
 """
 
 from __future__ import annotations
 
+import logging
 from typing import Any, Mapping, Sequence
 
 import torch
@@ -17,8 +25,10 @@ import torch
 from ..batch import Generation, Segment
 from ..errors import UserError
 from ..progress import progress
+from .layouts import next_request, planned_requests, refusal, request_layout
 from .task import GenerationTask, Prompt
 
+log = logging.getLogger(__name__)
 REFINE_ROWS = 256  # rows refined per call: they share forward passes, and memory stays bounded
 
 
@@ -39,6 +49,10 @@ class GenerationPipeline:
         self.sampler = sampler
         self.device = torch.device(device)
         self.show_progress = show_progress
+        # The layouts the model trained (a TrainedLayouts), or None: unknown, every layout allowed.
+        self.trained = getattr(model, "trained_layouts", None)
+        if hasattr(model, "trained_layouts") and self.trained is None:  # loaded, but saved without the record
+            log.info("the model records no trained layouts (saved before mmgen wrote them): every layout is allowed")
         if hasattr(model, "eval"):
             model.eval()
 
@@ -55,6 +69,7 @@ class GenerationPipeline:
     ) -> list[Generation]:
         """One Generation per prompt; the same seed, prompts and batch size give the same outputs."""
         self.check(task, prompts, candidates=candidates, reranker=reranker, refiner=refiner)
+        task = self.route(task)
         if not prompts:
             return []
         generator = torch.Generator(device=self.device).manual_seed(seed)
@@ -104,6 +119,43 @@ class GenerationPipeline:
             absent = [m for m in task.needs if prompt.items.get(m) is None]
             if absent:
                 raise ValueError(f"task {task.name!r} needs {absent} in every prompt; prompt {prompt.key!r} has none")
+        self.route(task)
+
+    def route(self, task: GenerationTask) -> GenerationTask:
+        """The first of the task's routes that the sampler can run and whose every layout the model trained.
+
+        A model that records no layouts gets the first route. Raises UserError with the first route's problem
+        (the missing training and the remedy, or what the sampler cannot do) when no route qualifies.
+        """
+        routes = task.routes() if hasattr(task, "routes") else [task]
+        if self.trained is None:
+            return routes[0]
+        first_problem = None
+        for route in routes:
+            requests = planned_requests(route, self.model.token_space)
+            problem = next(filter(None, (self._problem(task, request) for request in requests)), None)
+            if problem is None:
+                if first_problem is not None:
+                    steps = " then ".join(f"`{request_layout(request)}`" for request in requests)
+                    log.info("task %r runs as %s, as its first route cannot: %s", task.name, steps, first_problem)
+                return route
+            first_problem = first_problem or problem
+        raise UserError(first_problem)
+
+    def _problem(self, task: GenerationTask, request: Any) -> str | None:
+        """Why `request` cannot run: the sampler refuses it (a sampler's optional `check`), or the model never
+        trained its layout; None when it can."""
+        check = getattr(self.sampler, "check", None)
+        if check is not None:
+            try:
+                check(request)
+            except UserError as exc:
+                return f"task {task.name!r}: {exc}"
+        if self.trained is None:
+            return None
+        layout = request_layout(request)
+        missing = self.trained.missing(layout)
+        return None if missing is None else refusal(task.name, layout, missing, instead=getattr(task, "instead", ()))
 
     def _sample(
         self,
@@ -120,14 +172,28 @@ class GenerationPipeline:
         """
         rows = [p for p in prompts for _ in range(candidates)]
         inputs = self._encode(task, rows)
-        request = task.request(inputs, batch=len(rows), space=self.model.token_space, device=self.device)
-        try:
-            result = self.sampler.generate(self.model, request, generator=generator)
-        except UserError as exc:  # a request this sampler refuses: the sampler cannot know which task made it
-            raise UserError(f"task {task.name!r}: {exc}") from None
-        outputs = {segment.modality: segment for segment in result.segments}
-        targets = {part.modality: part for part in request.segments if part.target}
-        known = {m: Segment(modality=m, tokens=targets[m].known.long(), lengths=s.lengths) for m, s in outputs.items()}
+        space, batch = self.model.token_space, len(rows)
+        made: dict[str, Segment] = {}
+        known: dict[str, Segment] = {}
+        request = task.request(inputs, batch=batch, space=space, device=self.device)
+        while request is not None:
+            if self.trained is not None and (problem := self._problem(task, request)):
+                raise UserError(problem)
+            try:
+                result = self.sampler.generate(self.model, request, generator=generator)
+            except UserError as exc:  # a request this sampler refuses: the sampler cannot know which task made it
+                raise UserError(f"task {task.name!r}: {exc}") from None
+            targets = [part for part in request.segments if part.target]
+            for segment, part in zip(result.segments, targets):
+                made[segment.modality] = segment
+                known[segment.modality] = Segment(
+                    modality=segment.modality, tokens=part.known.long(), lengths=segment.lengths
+                )
+            # A later request may read what this one made (T2IT captions its own image).
+            request = next_request(task, inputs, made, batch=batch, space=space, device=self.device)
+        # What a route makes on the way (an inpainting's caption) is not an output.
+        outputs = {m: s for m, s in made.items() if m in task.makes}
+        known = {m: known[m] for m in outputs}
         if candidates == 1:
             return inputs, outputs, known
         # MAGVLT sec. 4.2: the best of N by the reranker's score of each (given or generated) pair.

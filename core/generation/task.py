@@ -2,7 +2,10 @@
 
 A task names the modalities a prompt gives (`needs`) and those it generates
 (`makes`), and builds the request: which segments are context (after BOC),
-which are targets (after BOG), and which target tokens are known. Tasks are
+which are targets (after BOG), and which target tokens are known. A task may
+make several requests in turn (`follow_up`: T2IT captions the image it made),
+and offer several ways to its outputs (`routes`), of which the pipeline runs
+the first whose layouts the model trained (mmgen.generation.layouts). Tasks are
 plugins (`register_tasks`); the built-in ones are in mmgen.plugins.tasks. The
 helpers here build the usual request segments.
 """
@@ -53,10 +56,16 @@ class GenerationTask(Protocol):
 
 
 class TaskBase:
-    """Defaults for a task: prompts keep the modalities the task needs; nothing to describe or finish."""
+    """Defaults for a task: prompts keep the modalities the task needs; nothing to describe or finish.
+
+    Two optional members the pipeline reads when a task has them: `follow_up`
+    (one request by default) and `routes` (the task itself by default);
+    `instead` names tasks a refusal suggests.
+    """
 
     needs: tuple[str, ...] = ()
     makes: tuple[str, ...] = ()
+    instead: tuple[str, ...] = ()  # tasks to suggest when the model never trained this one's layouts
 
     def prompts(self, examples: Sequence[Prompt]) -> list[Prompt]:
         return [attrs.evolve(e, items={m: given(e, m, task=self.name) for m in self.needs}) for e in examples]
@@ -66,6 +75,23 @@ class TaskBase:
 
     def finish(self, modality: str, items: list[Any]) -> list[Any]:
         return items
+
+    def follow_up(
+        self,
+        inputs: Mapping[str, Segment],
+        made: Mapping[str, Segment],
+        *,
+        batch: int,
+        space: JointTokenSpace,
+        device: Any,
+    ) -> GenerationRequest | None:
+        """The next request, given the segments generated so far (`made`, by modality); None: done."""
+        return None
+
+    def routes(self) -> list[Any]:
+        """Ways to this task's outputs, preferred first (each a task with this name); the pipeline runs the
+        first whose every request's layout the model trained."""
+        return [self]
 
 
 def given(example: Prompt, modality: str, *, task: str) -> Any:
@@ -96,8 +122,11 @@ def blank(space: TokenSpace, batch: int, *, target: bool, device: torch.device |
     )
 
 
-def region_target(segment: Segment, inside: torch.Tensor, *, keep_inside: bool) -> RequestSegment:
-    """A grid target whose tokens inside the region ([L] bool) are regenerated, or kept (`keep_inside`)."""
+def region_target(segment: Segment, inside: torch.Tensor, *, keep_inside: bool, target: bool = True) -> RequestSegment:
+    """A grid target whose tokens inside the region ([L] bool) are regenerated, or kept (`keep_inside`).
+
+    With `target` False, a context segment whose region tokens show as MASK (IT2IT's partly masked image).
+    """
     region = inside.to(segment.tokens.device)[None, :].expand_as(segment.tokens)
     known_tokens = region if keep_inside else ~region
     return RequestSegment(
@@ -105,7 +134,7 @@ def region_target(segment: Segment, inside: torch.Tensor, *, keep_inside: bool) 
         tokens=segment.tokens,
         known=known_tokens.clone(),
         lengths=segment.lengths,
-        target=True,
+        target=target,
     )
 
 

@@ -4,6 +4,10 @@ Reads the tokenizers stage (to build the joint token space) and the cache
 stage (its `train` split), trains with the shared Trainer and saves the final
 weights (the EMA ones when EMA is on) with the model's Spec and token space
 (mmgen.plugins.models.saved, the one module that knows that layout).
+model.json also records the layouts training showed (`trained_layouts`: each
+task that took part, and the condition dropout rate), so generation runs only
+requests of those layouts (mmgen.api.TrainedLayouts); `load` gives the model
+that record as its `trained_layouts` (None for a model saved without it).
 
 To the tracker it logs the parameter count (`parameters`), the trainer's
 metrics (`loss`, `lr`, ...), samples while training (training_samples.py) and,
@@ -14,6 +18,7 @@ recipe's run each name is under the stage's key (`train/parameters`,
 
 from __future__ import annotations
 
+import json
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any, ClassVar
@@ -23,9 +28,12 @@ import attrs
 from mmgen.api import (
     FieldError,
     GenerateOptions,
+    TRAINED_LAYOUTS_KEY,
     JointTokenSpace,
     Spec,
     StageContext,
+    Task,
+    TrainedLayouts,
     TrainerConfig,
     UserError,
     build_sampler,
@@ -148,7 +156,9 @@ class TrainModelStage:
         """The trained model, on `device`, in eval mode."""
         from mmgen.plugins.models.saved import load_trained_model
 
-        return load_trained_model(Path(directory), registry, device=device)
+        model = load_trained_model(Path(directory), registry, device=device)
+        model.trained_layouts = read_trained_layouts(Path(directory))
+        return model
 
     def run(self, ctx: StageContext) -> None:
         config = self.config
@@ -177,6 +187,35 @@ class TrainModelStage:
             sample_examples=examples,
             sample_tasks=tasks,
         )
+
+
+def trained_layouts(config: TrainModelStage.Config) -> TrainedLayouts:
+    """The tasks that took part (weight > 0 and starting before the last update) and the condition dropout."""
+    tasks = [
+        Task(name=name, context=t.context, target=t.target, mask_context=t.mask_context)
+        for name, t in config.tasks.items()
+        if t.weight > 0 and t.start_step < config.trainer.steps
+    ]
+    return TrainedLayouts(tasks=tasks, condition_dropout=config.condition_dropout)
+
+
+def record_trained_layouts(directory: Path, layouts: TrainedLayouts) -> None:
+    """Add the record to the saved model's model.json."""
+    from mmgen.api import atomic_write_text
+    from mmgen.plugins.models.saved import DESCRIPTION_FILE
+
+    path = Path(directory) / DESCRIPTION_FILE
+    description = json.loads(path.read_text(encoding="utf-8"))
+    description[TRAINED_LAYOUTS_KEY] = layouts.to_data()
+    atomic_write_text(path, json.dumps(description, indent=2))
+
+
+def read_trained_layouts(directory: Path) -> TrainedLayouts | None:
+    """The saved model's record; None for a model saved before mmgen wrote it (every layout allowed)."""
+    from mmgen.plugins.models.saved import DESCRIPTION_FILE
+
+    data = json.loads((Path(directory) / DESCRIPTION_FILE).read_text(encoding="utf-8")).get(TRAINED_LAYOUTS_KEY)
+    return None if data is None else TrainedLayouts.from_data(data)
 
 
 def parameter_count(model: Any) -> int:
@@ -245,6 +284,7 @@ def train_and_save(
             spec=config.model,
             token_space=training.token_space,
         )
+        record_trained_layouts(Path(out_dir), trained_layouts(config))
         if tracker is not None:
             log_model(Path(out_dir), tracker)
     return training

@@ -1,11 +1,40 @@
-"""Every task one IT2IT model covers (MAGVLT slides), each one object that builds its request.
+"""Every task one IT2IT model covers (MAGVLT slides), each one object that builds its requests.
 
-Layouts follow MAGVLT: T2I `[BOC][BEGIN_text] text [BOG][BEGIN_image] image`,
-I2T the reverse. Tasks without a natural condition hide it: a context segment
-with no known token is all MASK, the unconditional branch that condition
-dropout trains (mmgen.api.drop_condition). So inpainting is T2I with a dropped
-caption and a partly known image, and text infilling is I2T with a dropped
-image and a partly known caption.
+Every request is one layout a training task produces, with its four special
+slots `[BOC][BEGIN_a] a [BOG][BEGIN_b] b` (MAGVLT sec. 3.1; the official
+magvlt/models/maskgit/maskgit.py `_get_input` builds only these, special
+positions 0, 1 then 2, 3):
+
+- T2I `[BOC] text [BOG] image`, its target masked at any ratio: t2i, and it2i
+  (the image partly given, as the official sampling_it2i.py edits).
+- I2T `[BOC] image [BOG] text`: i2t, and it2t (a given prefix).
+- IT2IT, I2T's layout with the image context partly MASK (`mask_context`): one
+  r per row masks the image cos(pi r / 2) of its tokens and the text r, so it
+  shows a partly MASK image beside a (nearly) wholly MASK caption, and a wholly
+  MASK image beside a nearly known caption, but never both wholly MASK.
+- Condition dropout (the train stage's `condition_dropout`; MAGVLT: 0) shows
+  either layout with its whole context MASK beside a target at any ratio.
+
+So the tasks without a natural condition are:
+
+- inpaint / outpaint: T2I with a dropped caption, `[BOC] MASK(text) [BOG]
+  image(partly given)`, trained by condition dropout. A model trained without it
+  but with IT2IT takes a second route: caption the visible image in the IT2IT
+  layout `[BOC] image(partly MASK) [BOG] text`, then fill the region in the T2I
+  layout under that caption (it2i); the caption is discarded.
+- t2t: I2T with a dropped image, `[BOC] MASK(image) [BOG] text(partly given)`,
+  trained by condition dropout, and by IT2IT when its r hides the whole image.
+- t2it: the image by T2I from the prompt, then its caption by I2T from that
+  image (a second request, `follow_up`): `[BOC] T [BOC] I [BOG] T`, the old
+  single-sequence layout, is no training layout (a fifth special slot).
+- unconditional: the image by T2I with a dropped caption, then its caption by
+  I2T. The joint alternative, IT2IT's `[BOC] MASK(image) [BOG] MASK(text)`,
+  is not what IT2IT trains (its one r never masks both wholly), so a model
+  without condition dropout has no trained way to it and is refused.
+
+The generation pipeline checks each request against the layouts the model
+recorded (mmgen.generation.layouts) and refuses, or reroutes, a task whose
+layout the model never trained.
 
 Each task's Config names the modalities it uses (the joint space's names,
 "image" and "text" by default), so a recipe whose tokenizers name them
@@ -14,6 +43,7 @@ otherwise still runs these tasks.
 
 from __future__ import annotations
 
+import copy
 from typing import Any, ClassVar, Mapping, Sequence
 
 import attrs
@@ -101,9 +131,9 @@ class _RegionTask(_ImageText):
     def describe(self) -> dict[str, Any]:
         return {"region": list(self.region)}
 
-    def _image_target(self, image: Segment, space: JointTokenSpace) -> Any:
+    def _image_target(self, image: Segment, space: JointTokenSpace, *, target: bool = True) -> Any:
         inside = box_mask(self.region, tuple(space.space(self.image).shape))
-        return region_target(image, inside, keep_inside=self.keep_inside)
+        return region_target(image, inside, keep_inside=self.keep_inside, target=target)
 
 
 class TextToImage(_ImageText):
@@ -139,13 +169,38 @@ class Inpaint(_RegionTask):
     summary: ClassVar[str] = "regenerate the region of an image"
     needs_roles = ("image",)
     makes_roles = ("image",)
+    instead = ("it2i",)
+    via_caption: bool = False  # the route for a model without condition dropout: caption first (IT2IT), then T2I
+
+    def routes(self) -> list[Any]:
+        """T2I with a dropped caption (condition dropout); else a caption of the visible image, then T2I."""
+        second = copy.copy(self)
+        second.via_caption = True
+        return [self, second]
 
     def request(
         self, inputs: Mapping[str, Segment], *, batch: int, space: JointTokenSpace, device: Any
     ) -> GenerationRequest:
         image = inputs[self.image]
+        if self.via_caption:  # IT2IT: the image with its region MASK as context, the caption generated
+            caption = blank(space.space(self.text), batch, target=True, device=device)
+            return GenerationRequest(segments=[self._image_target(image, space, target=False), caption])
         dropped = blank(space.space(self.text), batch, target=False, device=device)
         return GenerationRequest(segments=[dropped, self._image_target(image, space)])
+
+    def follow_up(
+        self,
+        inputs: Mapping[str, Segment],
+        made: Mapping[str, Segment],
+        *,
+        batch: int,
+        space: JointTokenSpace,
+        device: Any,
+    ) -> GenerationRequest | None:
+        if not self.via_caption or self.image in made:
+            return None
+        # T2I under the caption just made, the region regenerated (it2i).
+        return GenerationRequest(segments=[known(made[self.text]), self._image_target(inputs[self.image], space)])
 
 
 class Outpaint(Inpaint):
@@ -184,6 +239,7 @@ class TextInfill(_ImageText):
     summary: ClassVar[str] = "text infilling: the middle half of the caption"
     needs_roles = ("text",)
     makes_roles = ("text",)
+    instead = ("it2t",)
 
     def request(
         self, inputs: Mapping[str, Segment], *, batch: int, space: JointTokenSpace, device: Any
@@ -222,42 +278,52 @@ class Complete(_ImageText):
         return GenerationRequest(segments=[known(inputs[self.image]), text])
 
 
-class TextToImageText(_ImageText):
+class _ImageThenCaption(_ImageText):
+    """The image by one request, then its caption by I2T from that image (a second request)."""
+
+    makes_roles = ("image", "text")
+
+    def follow_up(
+        self,
+        inputs: Mapping[str, Segment],
+        made: Mapping[str, Segment],
+        *,
+        batch: int,
+        space: JointTokenSpace,
+        device: Any,
+    ) -> GenerationRequest | None:
+        if self.text in made:
+            return None
+        caption = blank(space.space(self.text), batch, target=True, device=device)
+        return GenerationRequest(segments=[known(made[self.image]), caption])
+
+
+class TextToImageText(_ImageThenCaption):
     name: ClassVar[str] = "t2it"
     summary: ClassVar[str] = "an image and its caption from a prompt"
     needs_roles = ("text",)
-    makes_roles = ("image", "text")
 
     def request(
         self, inputs: Mapping[str, Segment], *, batch: int, space: JointTokenSpace, device: Any
     ) -> GenerationRequest:
-        # The caption is generated after the image, conditioned on the prompt and that image.
+        # T2I; the caption follows from the image alone (I2T), as training shows it.
         return GenerationRequest(
-            segments=[
-                known(inputs[self.text]),
-                blank(space.space(self.image), batch, target=True, device=device),
-                blank(space.space(self.text), batch, target=True, device=device),
-            ]
+            segments=[known(inputs[self.text]), blank(space.space(self.image), batch, target=True, device=device)]
         )
 
 
-class Unconditional(_ImageText):
+class Unconditional(_ImageThenCaption):
     name: ClassVar[str] = "unconditional"
     summary: ClassVar[str] = "an image-text pair from nothing"
     needs_roles = ()
-    makes_roles = ("image", "text")
+    instead = ("t2it",)
 
     def request(
         self, inputs: Mapping[str, Segment], *, batch: int, space: JointTokenSpace, device: Any
     ) -> GenerationRequest:
-        # The image from a dropped caption (the unconditional branch), then its caption.
-        return GenerationRequest(
-            segments=[
-                blank(space.space(self.text), batch, target=False, device=device),
-                blank(space.space(self.image), batch, target=True, device=device),
-                blank(space.space(self.text), batch, target=True, device=device),
-            ]
-        )
+        # T2I with a dropped caption (the layout condition dropout trains); I2T follows.
+        dropped = blank(space.space(self.text), batch, target=False, device=device)
+        return GenerationRequest(segments=[dropped, blank(space.space(self.image), batch, target=True, device=device)])
 
 
 TASKS = (TextToImage, ImageToText, Inpaint, Outpaint, TextInfill, Edit, Complete, TextToImageText, Unconditional)
