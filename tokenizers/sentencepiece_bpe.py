@@ -2,7 +2,11 @@
 
 MAGVLT's text side (magvlt.md, "Tokens"): lower-cased BPE, at most `max_length`
 tokens, end-of-text closes every caption and also serves as the pad, BPE-dropout
-(0.1; Provilkov et al. 2020) during training only. Text is whitespace-collapsed
+(0.1; Provilkov et al. 2020) during training only: `encode_dropout(items, rate=,
+seeds=)` gives seeded dropped-merge rows, which the cache stage stores for the
+train split (its `bpe_dropout` option sets the rate recipes train with; this
+tokenizer's own `dropout` is only what `encode(training=True)` uses, and kept
+so saved tokenizers and their hashes stay as they were). Text is whitespace-collapsed
 and lower-cased; characters never seen in training decode to nothing unless
 `byte_fallback` spells them as UTF-8 bytes (256 extra pieces, so it needs
 vocab_size >= 256 + the characters seen).
@@ -13,6 +17,7 @@ from __future__ import annotations
 import hashlib
 import io
 import json
+import secrets
 from pathlib import Path
 from typing import Any, Callable, ClassVar, Iterable, Sequence
 
@@ -33,7 +38,7 @@ class SentencePieceBPE:
         modality: str = "text"
         vocab_size: int = 49_408  # the paper's; small corpora get fewer (see `fit`)
         max_length: int = 64
-        dropout: float = 0.1  # BPE-dropout probability, applied only with training=True
+        dropout: float = 0.1  # BPE-dropout of encode(training=True); recipes: the cache stage's bpe_dropout.rate
         lowercase: bool = True
         max_sentences: int = 2_000_000  # captions read for training
         byte_fallback: bool = False
@@ -175,43 +180,73 @@ class SentencePieceBPE:
 
     def encode_ids(self, text: str, *, training: bool = False) -> list[int]:
         """Token ids of one text, ending in EOS, at most `max_length` long (BPE-dropout only with `training`)."""
-        return self._encode_batch([text], training=training)[0]
+        if training:
+            return self._encode_rows([text], rate=self.dropout, seeds=[secrets.randbits(32)])[0]
+        return self._encode_rows([text])[0]
 
-    def _encode_batch(self, texts: Sequence[str], *, training: bool) -> list[list[int]]:
-        sample = training and self.dropout > 0
-        # Sampling on one thread: a batch spread over sentencepiece's thread pool draws
-        # from per-thread generators in whatever order the threads run, so a seed
-        # would not make BPE-dropout repeatable.
-        pieces = self._require().encode(
-            [self._normalise(t) for t in texts],
-            out_type=int,
-            enable_sampling=sample,
-            alpha=self.dropout,
-            nbest_size=-1,
-            num_threads=1 if sample else -1,
-        )
+    def _encode_rows(self, texts: Sequence[str], *, rate: float = 0.0, seeds: Sequence[int] = ()) -> list[list[int]]:
+        """Ids of each text, ending in EOS, at most `max_length` long; with `rate` > 0, row i BPE-dropped under seeds[i]."""
+        processor = self._require()
+        normalised = [self._normalise(t) for t in texts]
+        if rate <= 0:
+            pieces = processor.encode(normalised, out_type=int)
+        else:
+            import sentencepiece as spm
+
+            # sentencepiece draws the skipped merges from its own generator, seeded
+            # process-wide; setting the seed right before each one-text call (which
+            # runs on this thread) makes each row a function of its text and seed
+            # alone, whatever the batch. 2**32 - 1 means "unseeded" to sentencepiece.
+            pieces = []
+            for text, seed in zip(normalised, seeds, strict=True):
+                spm.set_random_generator_seed(int(seed) % (2**32 - 1))
+                pieces.append(processor.encode(text, out_type=int, enable_sampling=True, alpha=rate, nbest_size=-1))
         return [[*ids[: self.max_length - 1], EOS_ID] for ids in pieces]
+
+    def _segment(self, rows: list[list[int]]) -> Segment:
+        import torch
+
+        padded = [ids + [EOS_ID] * (self.max_length - len(ids)) for ids in rows]
+        tokens = torch.tensor(padded, dtype=torch.long).reshape(len(rows), self.max_length)
+        lengths = torch.tensor([len(ids) for ids in rows], dtype=torch.long)
+        return Segment(modality=self.modality, tokens=tokens, lengths=lengths)
 
     def encode(self, items: Sequence[str], *, training: bool = False, seed: int | None = None) -> Segment:
         """Texts -> ids [B, max_length] ending in EOS and padded with EOS; lengths count the EOS.
 
         With `training`, BPE-dropout skips each merge with probability `dropout`;
-        `seed` (e.g. drawn from epoch and index) makes that draw repeatable.
+        `seed` makes that draw repeatable (row i under the i-th number a
+        SeedSequence of `seed` draws; no seed: fresh entropy).
         """
-        import torch
-
         if isinstance(items, str):
             raise TypeError("sentencepiece_bpe: encode takes a list of texts, not one str")
-        if training and self.dropout > 0 and seed is not None:
-            import sentencepiece as spm
+        items = list(items)
+        if not (training and self.dropout > 0):
+            return self._segment(self._encode_rows(items))
+        if seed is None:
+            seeds = [secrets.randbits(32) for _ in items]
+        else:
+            import numpy as np
 
-            spm.set_random_generator_seed(seed % (2**32 - 1))  # 2**32 - 1 means "unseeded" to sentencepiece
+            seeds = np.random.SeedSequence(seed).generate_state(len(items), np.uint32).tolist()
+        return self.encode_dropout(items, rate=self.dropout, seeds=seeds)
 
-        rows = self._encode_batch(list(items), training=training)
-        padded = [ids + [EOS_ID] * (self.max_length - len(ids)) for ids in rows]
-        tokens = torch.tensor(padded, dtype=torch.long).reshape(len(rows), self.max_length)
-        lengths = torch.tensor([len(ids) for ids in rows], dtype=torch.long)
-        return Segment(modality=self.modality, tokens=tokens, lengths=lengths)
+    def encode_dropout(self, items: Sequence[str], *, rate: float, seeds: Sequence[int]) -> Segment:
+        """`encode` with BPE-dropout (Provilkov et al. 2020): each merge skipped with probability `rate`.
+
+        Row i depends on items[i], `rate` and seeds[i] (an int >= 0) only, so a
+        token cache built from a recipe's seed is the same on any machine and
+        batch size. Every row decodes to its text, unless it was cut at
+        `max_length` (a dropped-merge row is longer than the canonical one).
+        """
+        if isinstance(items, str):
+            raise TypeError("sentencepiece_bpe: encode_dropout takes a list of texts, not one str")
+        if not 0.0 <= rate <= 1.0:
+            raise ValueError(f"sentencepiece_bpe: BPE-dropout rate must be in [0, 1], got {rate}")
+        items = list(items)
+        if len(seeds) != len(items):
+            raise ValueError(f"sentencepiece_bpe: {len(items)} texts but {len(seeds)} seeds")
+        return self._segment(self._encode_rows(items, rate=rate, seeds=seeds))
 
     def decode_ids(self, ids: Iterable[int]) -> str:
         """Text of `ids`, stopping at EOS; special and out-of-range ids are dropped."""
