@@ -1,6 +1,8 @@
 """BPE-dropout: seeded dropped-merge encodings, stored for the train split, drawn per read, resumable."""
 
 import itertools
+import logging
+from pathlib import Path
 
 import attrs
 import numpy as np
@@ -10,7 +12,7 @@ from mmgen.config import ConfigError, structure
 from mmgen.data_stream import BatchStream
 from mmgen.errors import UserError
 from mmgen.plugins.datasets.bpe_dropout import BpeDropout, variant_seeds
-from mmgen.plugins.datasets.cache_stage import CacheStage, TokenCache, cache_splits, dropout_metrics
+from mmgen.plugins.datasets.cache_stage import CacheStage, TokenCache, cache_splits, dropout_metrics, log_variants
 from mmgen.plugins.datasets.data_stage import DataSplits
 from mmgen.plugins.datasets.ingest.dataset_source import dataset_candidates
 from mmgen.plugins.datasets.ingest.pipeline import ingest
@@ -22,7 +24,7 @@ from mmgen.registry import load_registry
 from mmgen.tokenizers.sentencepiece_bpe import EOS_ID, SentencePieceBPE
 from token_cache_helpers import BlockImageTokenizer, CharTokenizer
 
-ROOT = __import__("pathlib").Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[1]
 COUNTS = {"train": 10, "val": 3}
 LONG = "a purple square and a green triangle on a white background"
 
@@ -116,7 +118,8 @@ def test_the_train_split_stores_k_variants_per_caption_and_val_stays_canonical(d
     cache = build(data, tmp_path / "cache", bpe, dropout=BpeDropout(rate=0.1, variants=3, seed=7))
     train, val = cache.split("train"), cache.split("val")
     assert (train.variants, val.variants) == (3, 0)
-    assert "bpe_dropout" not in val.header and train.header["dtypes"] == val.header["dtypes"] == {"image": "<u2", "text": "<u2"}
+    assert "bpe_dropout" not in val.header
+    assert train.header["dtypes"] == val.header["dtypes"] == {"image": "<u2", "text": "<u2"}  # as without variants
     plain = build(data, tmp_path / "plain", bpe, dropout=BpeDropout(variants=0)).split("train")
     store = LmdbStore(data.path("train"))
     changed = 0
@@ -137,7 +140,10 @@ def test_the_train_split_stores_k_variants_per_caption_and_val_stays_canonical(d
     assert train.header["bpe_dropout"] == made
     with pytest.raises(KeyError, match="holds no BPE-dropout variants"):
         val.dropout_variants(0)
-    assert dropout_metrics(cache) == {"train/bpe_dropout/replaced": 0.0, "train/bpe_dropout/changed_share": changed / 150}
+    assert dropout_metrics(cache) == {
+        "train/bpe_dropout/replaced": 0.0,
+        "train/bpe_dropout/changed_share": changed / 150,
+    }
 
 
 def test_the_variants_follow_the_seed_alone_not_the_batch_size(data, bpe, tmp_path):
@@ -149,12 +155,13 @@ def test_the_variants_follow_the_seed_alone_not_the_batch_size(data, bpe, tmp_pa
     assert any(not np.array_equal(one.dropout_variants(i)[0], reseeded.dropout_variants(i)[0]) for i in range(10))
 
 
-def test_a_variant_longer_than_the_text_space_is_stored_as_the_canonical_row(data, bpe, tmp_path):
+def test_a_variant_longer_than_the_text_space_is_stored_as_the_canonical_row(data, bpe, tmp_path, caplog):
     store = LmdbStore(data.path("train"))
     captions = [[" ".join(c.lower().split()) for c in store[i].captions] for i in range(COUNTS["train"])]
     longest = max(len(bpe.encode_ids(c)) for rows in captions for c in rows)
     short = with_max_length(bpe, longest + 2)  # room for every canonical row, not for every variant
-    cache = build(data, tmp_path / "cache", short, dropout=BpeDropout(rate=0.1, variants=4), splits=("train",))
+    with caplog.at_level(logging.INFO, logger="mmgen.plugins.datasets.cache_stage"):
+        cache = build(data, tmp_path / "cache", short, dropout=BpeDropout(rate=0.1, variants=4), splits=("train",))
     train = cache.split("train")
     expected_replaced = 0
     for index, rows in enumerate(captions):
@@ -169,15 +176,37 @@ def test_a_variant_longer_than_the_text_space_is_stored_as_the_canonical_row(dat
             else:
                 assert tokens[c, k, : lengths[c, k]].tolist() == full
     assert expected_replaced > 0
-    assert train.header["bpe_dropout"]["replaced"] == expected_replaced
+    made = train.header["bpe_dropout"]
+    assert made["replaced"] == expected_replaced
     assert dropout_metrics(cache)["train/bpe_dropout/replaced"] == float(expected_replaced)
+    assert (
+        f"cache train: 4 BPE-dropout variants per caption at rate 0.1; {made['changed']} of 200 differ from the"
+        f" canonical row, {expected_replaced} were too long for the text space (stored as the canonical row)"
+    ) in caplog.messages
+    assert expected_replaced * 4 <= 200 and not [r for r in caplog.records if r.levelno >= logging.WARNING]
+
+
+def test_more_than_a_quarter_too_long_is_a_warning(caplog):
+    made = {"rate": 0.1, "variants": 4, "seed": 0, "rows": 100, "changed": 90}
+    with caplog.at_level(logging.INFO, logger="mmgen.plugins.datasets.cache_stage"):
+        log_variants("train", {**made, "replaced": 25})
+        assert not [r for r in caplog.records if r.levelno >= logging.WARNING]
+        log_variants("train", {**made, "replaced": 26})
+    assert [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING] == [
+        "cache train: 26 of 100 BPE-dropout variants did not fit the text space and train as the canonical row;"
+        " a larger max_length of the text tokenizer (or a lower cache.bpe_dropout.rate) keeps them"
+    ]
 
 
 def test_changed_options_rebuild_and_no_dropout_keeps_the_old_cache_key(data, bpe, tmp_path):
     out = tmp_path / "train.lmdb"
-    build_token_cache(data.path("train"), out, tokenizers=tokenizers(bpe), progress=False, bpe_dropout=BpeDropout(variants=2))
+    build_token_cache(
+        data.path("train"), out, tokenizers=tokenizers(bpe), progress=False, bpe_dropout=BpeDropout(variants=2)
+    )
     assert TokenCacheDataset(out).variants == 2
-    build_token_cache(data.path("train"), out, tokenizers=tokenizers(bpe), progress=False, bpe_dropout=BpeDropout(variants=3))
+    build_token_cache(
+        data.path("train"), out, tokenizers=tokenizers(bpe), progress=False, bpe_dropout=BpeDropout(variants=3)
+    )
     assert TokenCacheDataset(out).variants == 3
     build_token_cache(data.path("train"), out, tokenizers=tokenizers(bpe), progress=False)
     assert TokenCacheDataset(out).variants == 0
@@ -196,7 +225,9 @@ def test_a_tokenizer_without_encode_dropout_is_one_clear_error_before_any_split(
     )
     assert not (tmp_path / "cache").exists() or not list((tmp_path / "cache").iterdir())
     # Asking for no variants, or only the val split, needs no encode_dropout.
-    assert cache_splits(data, tmp_path / "c2", tokenizers=chars, config=CacheStage.Config(splits=("val",))) == {"val": 3}
+    assert cache_splits(data, tmp_path / "c2", tokenizers=chars, config=CacheStage.Config(splits=("val",))) == {
+        "val": 3
+    }
 
 
 # ---- reading ------------------------------------------------------------------------------
@@ -227,7 +258,9 @@ def test_each_read_shows_one_stored_variant_drawn_from_seed_epoch_and_index(data
     assert max(len(v) for v in shown.values()) >= 3  # different reads show different variants
     again = TokenCacheDataset(train.path, seed=5)
     again.set_epoch(11)
-    assert [again[i].tokens["text"].tolist() for i in range(10)] == [train[i].tokens["text"].tolist() for i in range(10)]
+    assert [again[i].tokens["text"].tolist() for i in range(10)] == [
+        train[i].tokens["text"].tolist() for i in range(10)
+    ]
 
 
 @pytest.mark.parametrize("num_workers", [0, 2])

@@ -110,19 +110,31 @@ def cache_splits(
         cached = TokenCacheDataset(out, tokenizers=tokenizers)
         log.info("cache %s: %d records, modalities %s", split, len(cached), cached.modalities)
         if cached.variants:
-            made = cached.header["bpe_dropout"]
-            log.info(
-                "cache %s: %d BPE-dropout variants per caption at rate %s; %d of %d changed, %d too long"
-                " for the text space (stored as the canonical row)",
-                split,
-                made["variants"],
-                made["rate"],
-                made["changed"],
-                made["rows"],
-                made["replaced"],
-            )
+            log_variants(split, cached.header["bpe_dropout"])
         counts[split] = len(cached)
     return counts
+
+
+def log_variants(split: str, made: Mapping[str, Any]) -> None:
+    """What the BPE-dropout variants came to; a warning when over a quarter did not fit the text space."""
+    log.info(
+        "cache %s: %d BPE-dropout variants per caption at rate %s; %d of %d differ from the canonical row,"
+        " %d were too long for the text space (stored as the canonical row)",
+        split,
+        made["variants"],
+        made["rate"],
+        made["changed"],
+        made["rows"],
+        made["replaced"],
+    )
+    if made["replaced"] * 4 > made["rows"]:
+        log.warning(
+            "cache %s: %d of %d BPE-dropout variants did not fit the text space and train as the canonical row;"
+            " a larger max_length of the text tokenizer (or a lower cache.bpe_dropout.rate) keeps them",
+            split,
+            made["replaced"],
+            made["rows"],
+        )
 
 
 def dropout_metrics(cache: TokenCache) -> dict[str, float]:
