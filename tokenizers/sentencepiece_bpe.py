@@ -68,6 +68,7 @@ class SentencePieceBPE:
         self.byte_fallback = byte_fallback
         self._processor: Any = None
         self._proto: bytes | None = None
+        self._table: tuple[dict[str, int], dict[str, float]] | None = None
         if model_proto is not None:
             self._set_model(model_proto)
 
@@ -94,6 +95,7 @@ class SentencePieceBPE:
         if processor.eos_id() != EOS_ID or processor.unk_id() != UNK_ID:
             raise ValueError("sentencepiece_bpe: model was not trained with unk=0, eos=1")
         self._processor, self._proto = processor, proto
+        self._table = None
 
     @property
     def trained(self) -> bool:
@@ -185,23 +187,82 @@ class SentencePieceBPE:
         return self._encode_rows([text])[0]
 
     def _encode_rows(self, texts: Sequence[str], *, rate: float = 0.0, seeds: Sequence[int] = ()) -> list[list[int]]:
-        """Ids of each text, ending in EOS, at most `max_length` long; with `rate` > 0, row i BPE-dropped under seeds[i]."""
-        processor = self._require()
+        """Ids of each text, ending in EOS, at most `max_length` long; with `rate` > 0 BPE-dropped (row i: seeds[i])."""
         normalised = [self._normalise(t) for t in texts]
         if rate <= 0:
-            pieces = processor.encode(normalised, out_type=int)
+            pieces = self._require().encode(normalised, out_type=int)
         else:
-            import sentencepiece as spm
+            import numpy as np
 
-            # sentencepiece draws the skipped merges from its own generator, seeded
-            # process-wide; setting the seed right before each one-text call (which
-            # runs on this thread) makes each row a function of its text and seed
-            # alone, whatever the batch. 2**32 - 1 means "unseeded" to sentencepiece.
-            pieces = []
-            for text, seed in zip(normalised, seeds, strict=True):
-                spm.set_random_generator_seed(int(seed) % (2**32 - 1))
-                pieces.append(processor.encode(text, out_type=int, enable_sampling=True, alpha=rate, nbest_size=-1))
+            pieces = [
+                self._merge(text, rate=rate, rng=np.random.default_rng(int(seed)))
+                for text, seed in zip(normalised, seeds, strict=True)
+            ]
         return [[*ids[: self.max_length - 1], EOS_ID] for ids in pieces]
+
+    def _merge(self, text: str, *, rate: float, rng: Any) -> list[int]:
+        """SentencePiece's BPE encoding of `text`, each merge skipped with chance `rate` (drawn from `rng`).
+
+        Our own loop, not sentencepiece's `enable_sampling`: that one draws from a
+        per-thread generator whose stream for a given seed differs between
+        processes (sentencepiece 0.2.3), so a cache built from a seed would not
+        be reproducible. The merge order is sentencepiece's: the highest-scored
+        adjacent pair first, the leftmost on a tie; with `rate` 0 the ids equal
+        `encode`'s (tests/test_bpe_dropout.py checks it).
+        """
+        import heapq
+
+        pieces, scores = self._merge_table()
+        symbols = list(self._require().normalize(text))
+        after = [*range(1, len(symbols)), -1]
+        before = list(range(-1, len(symbols) - 1))
+        agenda: list[tuple[float, int, int, int]] = []
+
+        def offer(left: int, right: int) -> None:
+            if left >= 0 and right >= 0 and (merged := symbols[left] + symbols[right]) in pieces:
+                heapq.heappush(agenda, (-scores[merged], left, right, len(merged)))
+
+        for right in range(1, len(symbols)):
+            offer(right - 1, right)
+        while agenda:
+            _, left, right, size = heapq.heappop(agenda)
+            if not symbols[left] or not symbols[right] or len(symbols[left]) + len(symbols[right]) != size:
+                continue  # one side was merged into something else since
+            if rate > 0 and (rate >= 1 or rng.random() < rate):
+                continue
+            symbols[left], symbols[right] = symbols[left] + symbols[right], ""
+            after[left] = after[right]
+            if after[right] >= 0:
+                before[after[right]] = left
+            offer(before[left], left)
+            offer(left, after[left])
+        return self._piece_ids([s for s in symbols if s])
+
+    def _merge_table(self) -> tuple[dict[str, int], dict[str, float]]:
+        """The ordinary pieces (id by piece) and their scores: what a merge may make."""
+        if self._table is None:
+            processor = self._require()
+            ids = {}
+            for i in range(processor.get_piece_size()):
+                special = processor.is_control(i) or processor.is_unknown(i) or processor.is_byte(i)
+                if not (special or processor.is_unused(i)):
+                    ids[processor.id_to_piece(i)] = i
+            self._table = (ids, {piece: processor.get_score(i) for piece, i in ids.items()})
+        return self._table
+
+    def _piece_ids(self, symbols: list[str]) -> list[int]:
+        """Ids of merged symbols: an unknown character as its UTF-8 bytes with byte_fallback, else one UNK a run."""
+        processor = self._require()
+        pieces, _ = self._merge_table()
+        ids: list[int] = []
+        for symbol in symbols:
+            if symbol in pieces:
+                ids.append(pieces[symbol])
+            elif self.byte_fallback:
+                ids += [processor.piece_to_id(f"<0x{byte:02X}>") for byte in symbol.encode("utf-8")]
+            elif not ids or ids[-1] != UNK_ID:
+                ids.append(UNK_ID)
+        return ids
 
     def _segment(self, rows: list[list[int]]) -> Segment:
         import torch
@@ -234,10 +295,11 @@ class SentencePieceBPE:
     def encode_dropout(self, items: Sequence[str], *, rate: float, seeds: Sequence[int]) -> Segment:
         """`encode` with BPE-dropout (Provilkov et al. 2020): each merge skipped with probability `rate`.
 
-        Row i depends on items[i], `rate` and seeds[i] (an int >= 0) only, so a
-        token cache built from a recipe's seed is the same on any machine and
-        batch size. Every row decodes to its text, unless it was cut at
-        `max_length` (a dropped-merge row is longer than the canonical one).
+        Row i depends on items[i], `rate` and seeds[i] (an int >= 0, a NumPy
+        generator's seed) only, so a token cache built from a recipe's seed is
+        the same in any process, on any machine and batch size. Every row
+        decodes to its text, unless it was cut at `max_length` (a dropped-merge
+        row is longer than the canonical one).
         """
         if isinstance(items, str):
             raise TypeError("sentencepiece_bpe: encode_dropout takes a list of texts, not one str")

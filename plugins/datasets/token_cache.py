@@ -281,7 +281,7 @@ def _put_batch(env: lmdb.Environment, start: int, records: Sequence[Any], values
 
 
 def block_row(value: bytes, offset: int, row: int, itemsize: int) -> tuple[bytes, int, int]:
-    """Row `row` of the block at `offset` of a stored value: its raw tokens, its length, and where the next block starts."""
+    """Row `row` of the block at `offset` of a stored value: its raw tokens, its length, where the next block starts."""
     count, width = ROW_HEADER.unpack_from(value, offset)
     offset += 8  # ROW_HEADER.size
     size = width * itemsize
@@ -481,7 +481,7 @@ class TokenCacheDataset:
         return self._blocks(index)[self._caption_slot]
 
     def dropout_variants(self, index: int) -> tuple[np.ndarray, np.ndarray]:
-        """The BPE-dropout variants of record `index`'s captions (tokens [rows, variants, L], lengths [rows, variants])."""
+        """Record `index`'s BPE-dropout variants: tokens [captions, variants, L], lengths [captions, variants]."""
         if not self.variants:
             raise KeyError(f"{self.path}: this cache holds no BPE-dropout variants")
         tokens, lengths = self._blocks(index)[-1]
