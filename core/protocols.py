@@ -42,7 +42,11 @@ class Tokenizer(Protocol):
     tokenizer may offer `present(item)`: how a decoded item is kept in a
     Generation (images: numpy uint8 [H, W, 3]); without it items are kept as
     `decode` returns them. A trainable tokenizer offers `fit(records, *,
-    out_dir, tracker, device, seed)`.
+    out_dir, tracker, device, seed)`. A subword tokenizer may offer
+    `encode_dropout(items, *, rate, seeds) -> Segment`: `encode` with
+    BPE-dropout (each merge skipped with chance `rate`), row i a function of
+    items[i], `rate` and seeds[i] alone; the cache stage's `bpe_dropout` needs
+    it of the caption tokenizer.
     """
 
     name: ClassVar[str]

@@ -6,6 +6,7 @@ import attrs
 import pytest
 
 from mmgen.config import structure
+from mmgen.plugins.datasets.bpe_dropout import BpeDropout
 from mmgen.plugins.datasets.cache_stage import CacheStage, TokenCache, cache_splits
 from mmgen.plugins.datasets.data_stage import DataSplits, DataStage
 from mmgen.plugins.datasets.lmdb_dataset import LmdbDataset
@@ -79,8 +80,9 @@ def test_cache_stage_encodes_every_store(registry, tmp_path, caplog):
         {"dataset": {"use": "shapes", "size": 32, "train": 4, "val": 2, "test": 0, "holdout": 0}},
     )
     tokenizers = {"image": BlockImageTokenizer(), "text": CharTokenizer()}
+    plain = CacheStage.Config(bpe_dropout=BpeDropout(variants=0))  # CharTokenizer cannot BPE-drop (test_bpe_dropout.py)
     with caplog.at_level(logging.INFO):
-        counts = cache_splits(DataSplits(tmp_path / "data"), tmp_path / "cache", tokenizers=tokenizers, config=CacheStage.Config())
+        counts = cache_splits(DataSplits(tmp_path / "data"), tmp_path / "cache", tokenizers=tokenizers, config=plain)
     assert counts == {"train": 4, "val": 2}
     cache = TokenCacheDataset(tmp_path / "cache" / "train.lmdb", tokenizers=tokenizers)
     assert (
@@ -97,7 +99,7 @@ def test_cache_stage_encodes_every_store(registry, tmp_path, caplog):
     with pytest.raises(FileNotFoundError, match=r"no 'test' split \(it has \['train', 'val'\]\)"):
         loaded.split("test")
     with pytest.raises(ValueError, match="no <split>.lmdb stores in"):
-        cache_splits(DataSplits(tmp_path / "cache" / "nothing"), tmp_path / "c3", tokenizers=tokenizers, config=CacheStage.Config())
+        cache_splits(DataSplits(tmp_path / "cache" / "nothing"), tmp_path / "c3", tokenizers=tokenizers, config=plain)
 
 
 def test_registered_components(registry):

@@ -2,7 +2,11 @@
 
 MAGVLT's text side (magvlt.md, "Tokens"): lower-cased BPE, at most `max_length`
 tokens, end-of-text closes every caption and also serves as the pad, BPE-dropout
-(0.1; Provilkov et al. 2020) during training only. Text is whitespace-collapsed
+(0.1; Provilkov et al. 2020) during training only: `encode_dropout(items, rate=,
+seeds=)` gives seeded dropped-merge rows, which the cache stage stores for the
+train split (its `bpe_dropout` option sets the rate recipes train with; this
+tokenizer's own `dropout` is only what `encode(training=True)` uses, and kept
+so saved tokenizers and their hashes stay as they were). Text is whitespace-collapsed
 and lower-cased; characters never seen in training decode to nothing unless
 `byte_fallback` spells them as UTF-8 bytes (256 extra pieces, so it needs
 vocab_size >= 256 + the characters seen).
@@ -13,6 +17,7 @@ from __future__ import annotations
 import hashlib
 import io
 import json
+import secrets
 from pathlib import Path
 from typing import Any, Callable, ClassVar, Iterable, Sequence
 
@@ -33,7 +38,7 @@ class SentencePieceBPE:
         modality: str = "text"
         vocab_size: int = 49_408  # the paper's; small corpora get fewer (see `fit`)
         max_length: int = 64
-        dropout: float = 0.1  # BPE-dropout probability, applied only with training=True
+        dropout: float = 0.1  # BPE-dropout of encode(training=True); recipes: the cache stage's bpe_dropout.rate
         lowercase: bool = True
         max_sentences: int = 2_000_000  # captions read for training
         byte_fallback: bool = False
@@ -63,6 +68,7 @@ class SentencePieceBPE:
         self.byte_fallback = byte_fallback
         self._processor: Any = None
         self._proto: bytes | None = None
+        self._table: tuple[dict[str, int], dict[str, float]] | None = None
         if model_proto is not None:
             self._set_model(model_proto)
 
@@ -89,6 +95,7 @@ class SentencePieceBPE:
         if processor.eos_id() != EOS_ID or processor.unk_id() != UNK_ID:
             raise ValueError("sentencepiece_bpe: model was not trained with unk=0, eos=1")
         self._processor, self._proto = processor, proto
+        self._table = None
 
     @property
     def trained(self) -> bool:
@@ -175,43 +182,133 @@ class SentencePieceBPE:
 
     def encode_ids(self, text: str, *, training: bool = False) -> list[int]:
         """Token ids of one text, ending in EOS, at most `max_length` long (BPE-dropout only with `training`)."""
-        return self._encode_batch([text], training=training)[0]
+        if training:
+            return self._encode_rows([text], rate=self.dropout, seeds=[secrets.randbits(32)])[0]
+        return self._encode_rows([text])[0]
 
-    def _encode_batch(self, texts: Sequence[str], *, training: bool) -> list[list[int]]:
-        sample = training and self.dropout > 0
-        # Sampling on one thread: a batch spread over sentencepiece's thread pool draws
-        # from per-thread generators in whatever order the threads run, so a seed
-        # would not make BPE-dropout repeatable.
-        pieces = self._require().encode(
-            [self._normalise(t) for t in texts],
-            out_type=int,
-            enable_sampling=sample,
-            alpha=self.dropout,
-            nbest_size=-1,
-            num_threads=1 if sample else -1,
-        )
+    def _encode_rows(self, texts: Sequence[str], *, rate: float = 0.0, seeds: Sequence[int] = ()) -> list[list[int]]:
+        """Ids of each text, ending in EOS, at most `max_length` long; with `rate` > 0 BPE-dropped (row i: seeds[i])."""
+        normalised = [self._normalise(t) for t in texts]
+        if rate <= 0:
+            pieces = self._require().encode(normalised, out_type=int)
+        else:
+            import numpy as np
+
+            pieces = [
+                self._merge(text, rate=rate, rng=np.random.default_rng(int(seed)))
+                for text, seed in zip(normalised, seeds, strict=True)
+            ]
         return [[*ids[: self.max_length - 1], EOS_ID] for ids in pieces]
+
+    def _merge(self, text: str, *, rate: float, rng: Any) -> list[int]:
+        """SentencePiece's BPE encoding of `text`, each merge skipped with chance `rate` (drawn from `rng`).
+
+        Our own loop, not sentencepiece's `enable_sampling`: that one draws from a
+        per-thread generator whose stream for a given seed differs between
+        processes (sentencepiece 0.2.3), so a cache built from a seed would not
+        be reproducible. The merge order is sentencepiece's: the highest-scored
+        adjacent pair first, the leftmost on a tie; with `rate` 0 the ids equal
+        `encode`'s (tests/test_bpe_dropout.py checks it).
+        """
+        import heapq
+
+        pieces, scores = self._merge_table()
+        symbols = list(self._require().normalize(text))
+        after = [*range(1, len(symbols)), -1]
+        before = list(range(-1, len(symbols) - 1))
+        agenda: list[tuple[float, int, int, int]] = []
+
+        def offer(left: int, right: int) -> None:
+            if left >= 0 and right >= 0 and (merged := symbols[left] + symbols[right]) in pieces:
+                heapq.heappush(agenda, (-scores[merged], left, right, len(merged)))
+
+        for right in range(1, len(symbols)):
+            offer(right - 1, right)
+        while agenda:
+            _, left, right, size = heapq.heappop(agenda)
+            if not symbols[left] or not symbols[right] or len(symbols[left]) + len(symbols[right]) != size:
+                continue  # one side was merged into something else since
+            if rate > 0 and (rate >= 1 or rng.random() < rate):
+                continue
+            symbols[left], symbols[right] = symbols[left] + symbols[right], ""
+            after[left] = after[right]
+            if after[right] >= 0:
+                before[after[right]] = left
+            offer(before[left], left)
+            offer(left, after[left])
+        return self._piece_ids([s for s in symbols if s])
+
+    def _merge_table(self) -> tuple[dict[str, int], dict[str, float]]:
+        """The ordinary pieces (id by piece) and their scores: what a merge may make."""
+        if self._table is None:
+            processor = self._require()
+            ids = {}
+            for i in range(processor.get_piece_size()):
+                special = processor.is_control(i) or processor.is_unknown(i) or processor.is_byte(i)
+                if not (special or processor.is_unused(i)):
+                    ids[processor.id_to_piece(i)] = i
+            self._table = (ids, {piece: processor.get_score(i) for piece, i in ids.items()})
+        return self._table
+
+    def _piece_ids(self, symbols: list[str]) -> list[int]:
+        """Ids of merged symbols: an unknown character as its UTF-8 bytes with byte_fallback, else one UNK a run."""
+        processor = self._require()
+        pieces, _ = self._merge_table()
+        ids: list[int] = []
+        for symbol in symbols:
+            if symbol in pieces:
+                ids.append(pieces[symbol])
+            elif self.byte_fallback:
+                ids += [processor.piece_to_id(f"<0x{byte:02X}>") for byte in symbol.encode("utf-8")]
+            elif not ids or ids[-1] != UNK_ID:
+                ids.append(UNK_ID)
+        return ids
+
+    def _segment(self, rows: list[list[int]]) -> Segment:
+        import torch
+
+        padded = [ids + [EOS_ID] * (self.max_length - len(ids)) for ids in rows]
+        tokens = torch.tensor(padded, dtype=torch.long).reshape(len(rows), self.max_length)
+        lengths = torch.tensor([len(ids) for ids in rows], dtype=torch.long)
+        return Segment(modality=self.modality, tokens=tokens, lengths=lengths)
 
     def encode(self, items: Sequence[str], *, training: bool = False, seed: int | None = None) -> Segment:
         """Texts -> ids [B, max_length] ending in EOS and padded with EOS; lengths count the EOS.
 
         With `training`, BPE-dropout skips each merge with probability `dropout`;
-        `seed` (e.g. drawn from epoch and index) makes that draw repeatable.
+        `seed` makes that draw repeatable (row i under the i-th number a
+        SeedSequence of `seed` draws; no seed: fresh entropy).
         """
-        import torch
-
         if isinstance(items, str):
             raise TypeError("sentencepiece_bpe: encode takes a list of texts, not one str")
-        if training and self.dropout > 0 and seed is not None:
-            import sentencepiece as spm
+        items = list(items)
+        if not (training and self.dropout > 0):
+            return self._segment(self._encode_rows(items))
+        if seed is None:
+            seeds = [secrets.randbits(32) for _ in items]
+        else:
+            import numpy as np
 
-            spm.set_random_generator_seed(seed % (2**32 - 1))  # 2**32 - 1 means "unseeded" to sentencepiece
+            seeds = np.random.SeedSequence(seed).generate_state(len(items), np.uint32).tolist()
+        return self.encode_dropout(items, rate=self.dropout, seeds=seeds)
 
-        rows = self._encode_batch(list(items), training=training)
-        padded = [ids + [EOS_ID] * (self.max_length - len(ids)) for ids in rows]
-        tokens = torch.tensor(padded, dtype=torch.long).reshape(len(rows), self.max_length)
-        lengths = torch.tensor([len(ids) for ids in rows], dtype=torch.long)
-        return Segment(modality=self.modality, tokens=tokens, lengths=lengths)
+    def encode_dropout(self, items: Sequence[str], *, rate: float, seeds: Sequence[int]) -> Segment:
+        """`encode` with BPE-dropout (Provilkov et al. 2020): each merge skipped with probability `rate`.
+
+        Row i depends on items[i], `rate` and seeds[i] (an int >= 0, a NumPy
+        generator's seed) only, so a token cache built from a recipe's seed is
+        the same in any process, on any machine and batch size. Every row
+        decodes to its text, unless it was cut at `max_length` (a dropped-merge
+        row is longer than the canonical one).
+        """
+        if isinstance(items, str):
+            raise TypeError("sentencepiece_bpe: encode_dropout takes a list of texts, not one str")
+        if not 0.0 <= rate <= 1.0:
+            raise ValueError(f"sentencepiece_bpe: BPE-dropout rate must be in [0, 1], got {rate}")
+        items = list(items)
+        if len(seeds) != len(items):
+            raise ValueError(f"sentencepiece_bpe: {len(items)} texts but {len(seeds)} seeds")
+        return self._segment(self._encode_rows(items, rate=rate, seeds=seeds))
 
     def decode_ids(self, ids: Iterable[int]) -> str:
         """Text of `ids`, stopping at EOS; special and out-of-range ids are dropped."""

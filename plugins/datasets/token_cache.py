@@ -7,6 +7,11 @@ cache is never used. Records hold, per modality in the cache's order, a token
 matrix [rows, L] (one row for the item; one per caption for the caption
 modality) and each row's length, as raw little-endian integers: reading one is
 two slices and no parsing. Keys and meta live apart, for evaluation only.
+
+A train cache built with BPE-dropout (bpe_dropout.py) holds one more block
+after the modalities': `variants` dropped-merge rows per caption, caption-major
+([captions x variants, L], the caption modality's dtype), and the header's
+`bpe_dropout` says how many. Readers that do not look for it see a plain cache.
 """
 
 from __future__ import annotations
@@ -24,6 +29,7 @@ import numpy as np
 
 from mmgen.api import ArtefactError
 
+from .bpe_dropout import BpeDropout, VariantCounts, encode_variants, require_dropout
 from .lmdb_store import LmdbStore, close_environment, environment
 
 FORMAT = "mmgen.token_cache"
@@ -51,12 +57,18 @@ def tokenizer_hashes(tokenizers: Mapping[str, Any]) -> dict[str, str]:
     return {modality: tokenizer.content_hash() for modality, tokenizer in tokenizers.items()}
 
 
-def cache_key(hashes: Mapping[str, str], source_checksum: str, caption_modality: str) -> str:
-    payload = json.dumps(
-        {"schema": SCHEMA_VERSION, "tokenizers": dict(hashes), "source": source_checksum, "captions": caption_modality},
-        sort_keys=True,
-    )
-    return hashlib.sha256(payload.encode()).hexdigest()
+def cache_key(
+    hashes: Mapping[str, str], source_checksum: str, caption_modality: str, bpe_dropout: BpeDropout | None = None
+) -> str:
+    payload = {
+        "schema": SCHEMA_VERSION,
+        "tokenizers": dict(hashes),
+        "source": source_checksum,
+        "captions": caption_modality,
+    }
+    if bpe_dropout is not None and bpe_dropout.enabled:  # absent otherwise: caches made before it keep their key
+        payload["bpe_dropout"] = bpe_dropout.describe()
+    return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()
 
 
 def _splitmix(state: np.ndarray) -> np.ndarray:
@@ -164,19 +176,22 @@ def build_token_cache(
     caption_modality: str = "text",
     batch_size: int = 64,
     progress: bool = True,
+    bpe_dropout: BpeDropout | None = None,
 ) -> Path:
     """Encode every record of the store at `source` into a token cache at `out`.
 
-    A finished cache for the same tokenizers and source is kept as it is; any
-    other cache at `out` is replaced. The cache appears atomically (built in a
-    temporary folder, then renamed).
+    A finished cache for the same tokenizers, source and BPE-dropout options
+    is kept as it is; any other cache at `out` is replaced. The cache appears
+    atomically (built in a temporary folder, then renamed). With `bpe_dropout`
+    enabled each record also gets its captions' dropped-merge variants.
     """
     from .ingest.pipeline import progress_bar
 
     store = LmdbStore(source)
     out = Path(out)
     hashes = tokenizer_hashes(tokenizers)
-    key = cache_key(hashes, store.header["checksum"], caption_modality)
+    dropout = bpe_dropout if bpe_dropout is not None and bpe_dropout.enabled else None
+    key = cache_key(hashes, store.header["checksum"], caption_modality, dropout)
     existing = read_header(out)
     if existing is not None and existing.get("cache_key") == key:
         return out
@@ -188,6 +203,9 @@ def build_token_cache(
     if missing:
         raise ValueError(f"store {source} holds {sorted(missing)} records but no tokenizer encodes them")
     dtypes = {m: token_dtype(tokenizers[m].token_space.vocab_size) for m in modalities}
+    if dropout is not None:
+        require_dropout(tokenizers[caption_modality], caption_modality)
+    counts = VariantCounts()
 
     building = out.with_name(f".{out.name}.building-{os.getpid()}")
     shutil.rmtree(building, ignore_errors=True)
@@ -204,6 +222,16 @@ def build_token_cache(
                     caption_modality=caption_modality,
                     dtypes=dtypes,
                 )
+                if dropout is not None:
+                    variants = encode_variants(
+                        records,
+                        start,
+                        tokenizer=tokenizers[caption_modality],
+                        options=dropout,
+                        dtype=dtypes[caption_modality],
+                        counts=counts,
+                    )
+                    values = [value + pack_value([block]) for value, block in zip(values, variants)]
                 _put_batch(env, start, records, values)
                 bar.update(len(records))
         header = {
@@ -217,6 +245,8 @@ def build_token_cache(
             "dtypes": {m: dtypes[m].str for m in modalities},
             "source": {"path": str(source), "checksum": store.header["checksum"], "count": len(store)},
         }
+        if dropout is not None:
+            header["bpe_dropout"] = {**dropout.describe(), **counts.as_dict()}
         _put(env, {HEADER_KEY: json.dumps(header).encode()})
         env.sync()
     finally:
@@ -248,6 +278,24 @@ def _put_batch(env: lmdb.Environment, start: int, records: Sequence[Any], values
 
 
 # ---- reading ------------------------------------------------------------------------------
+
+
+def block_row(value: bytes, offset: int, row: int, itemsize: int) -> tuple[bytes, int, int]:
+    """Row `row` of the block at `offset` of a stored value: its raw tokens, its length, where the next block starts."""
+    count, width = ROW_HEADER.unpack_from(value, offset)
+    offset += 8  # ROW_HEADER.size
+    size = width * itemsize
+    start = offset + row * size
+    tokens = value[start : start + size]
+    offset += count * size
+    length = int.from_bytes(value[offset + 4 * row : offset + 4 * row + 4], "little", signed=True)
+    return tokens, length, offset + 4 * count
+
+
+def variant_draws(draws: np.ndarray) -> np.ndarray:
+    """The hash that picks a caption's BPE-dropout variant: one SplitMix64 step past the caption draw."""
+    with np.errstate(over="ignore"):
+        return _splitmix(np.asarray(draws, dtype=np.uint64))
 
 
 class TokenItem(NamedTuple):
@@ -309,8 +357,13 @@ class TokenCacheDataset:
     N DataLoader workers, and a resumed run, read the same samples. With
     `caption_weights` the same hash picks row r with chance weights[r] / sum
     (`weighted_row`): to show one caption style more often, such as the Shapes
-    `full` template (row 0) that evaluation prompts use. The LMDB environment
-    opens lazily in whichever process reads first.
+    `full` template (row 0) that evaluation prompts use. In a cache with
+    BPE-dropout variants the caption is then shown as variant
+    splitmix(hash) % variants of that row: one of the stored dropped-merge
+    encodings, never the canonical row as such (it comes up only as often as a
+    dropout draw leaves every merge in place, or as a too-long variant's
+    stand-in), as the paper's on-the-fly BPE-dropout would. The LMDB
+    environment opens lazily in whichever process reads first.
     """
 
     def __init__(
@@ -341,6 +394,8 @@ class TokenCacheDataset:
         self.caption_modality: str = header["caption_modality"]
         self._layout = tuple((m, np.dtype(header["dtypes"][m])) for m in self.modalities)
         self._itemsizes = tuple(dtype.itemsize for _, dtype in self._layout)
+        self.variants: int = int(header.get("bpe_dropout", {}).get("variants", 0))
+        self._caption_slot = self.modalities.index(self.caption_modality)
         if tokenizers is not None:
             self.check_tokenizers(tokenizers)
 
@@ -366,20 +421,22 @@ class TokenCacheDataset:
     def set_epoch(self, epoch: int) -> None:
         self.epoch = epoch
 
-    def _item(self, index: int, draw: int, value: bytes) -> TokenItem:
+    def _item(self, index: int, draw: int, variant_draw: int, value: bytes) -> TokenItem:
         rows: list[bytes] = []
         lengths: list[int] = []
+        picked: list[int] = []
         offset = 0
         for itemsize in self._itemsizes:
-            count, width = ROW_HEADER.unpack_from(value, offset)
-            offset += 8  # ROW_HEADER.size
-            row = 0 if count == 1 else self._row(draw, count)
-            size = width * itemsize
-            start = offset + row * size
-            rows.append(value[start : start + size])
-            offset += count * size
-            lengths.append(int.from_bytes(value[offset + 4 * row : offset + 4 * row + 4], "little", signed=True))
-            offset += 4 * count
+            count, _ = ROW_HEADER.unpack_from(value, offset)
+            picked.append(0 if count == 1 else self._row(draw, count))
+            tokens, length, offset = block_row(value, offset, picked[-1], itemsize)
+            rows.append(tokens)
+            lengths.append(length)
+        if self.variants:
+            # The variant block follows the modalities; caption row c's variants are its rows cK .. cK + K - 1.
+            c = self._caption_slot
+            row = picked[c] * self.variants + variant_draw % self.variants
+            rows[c], lengths[c], _ = block_row(value, offset, row, self._itemsizes[c])
         return TokenItem(index, tuple(rows), tuple(lengths), self._layout)
 
     def _row(self, draw: int, count: int) -> int:
@@ -396,11 +453,12 @@ class TokenCacheDataset:
         outside = wanted[(wanted < 0) | (wanted >= len(self))]
         if outside.size:
             raise IndexError(f"item {int(outside[0])} outside token cache of {len(self)}")
-        draws = caption_draws(self.seed, self.epoch, wanted).tolist()
+        draws = caption_draws(self.seed, self.epoch, wanted)
+        variants = variant_draws(draws).tolist() if self.variants else [0] * len(wanted)
         with self._txn() as txn:
             return [
-                self._item(index, draw, txn.get(slot(TOKENS_PREFIX, index)))
-                for index, draw in zip(wanted.tolist(), draws)
+                self._item(index, draw, variant, txn.get(slot(TOKENS_PREFIX, index)))
+                for index, draw, variant in zip(wanted.tolist(), draws.tolist(), variants)
             ]
 
     def collate(self, items: Sequence[TokenItem]) -> Any:
@@ -419,17 +477,30 @@ class TokenCacheDataset:
         return self.record_info(index)[0]
 
     def captions(self, index: int) -> tuple[np.ndarray, np.ndarray]:
-        """Every caption row of record `index` (tokens [rows, L], lengths [rows])."""
+        """Every canonical caption row of record `index` (tokens [rows, L], lengths [rows])."""
+        return self._blocks(index)[self._caption_slot]
+
+    def dropout_variants(self, index: int) -> tuple[np.ndarray, np.ndarray]:
+        """Record `index`'s BPE-dropout variants: tokens [captions, variants, L], lengths [captions, variants]."""
+        if not self.variants:
+            raise KeyError(f"{self.path}: this cache holds no BPE-dropout variants")
+        tokens, lengths = self._blocks(index)[-1]
+        return tokens.reshape(-1, self.variants, tokens.shape[-1]), lengths.reshape(-1, self.variants)
+
+    def _blocks(self, index: int) -> list[tuple[np.ndarray, np.ndarray]]:
+        """Every block of record `index`'s stored value: one per modality, then the variants' if any."""
         with self._txn() as txn:
             value = txn.get(slot(TOKENS_PREFIX, index))
+        dtypes = [dtype for _, dtype in self._layout]
+        if self.variants:
+            dtypes.append(dtypes[self._caption_slot])
+        blocks = []
         offset = 0
-        for modality, dtype in self._layout:
+        for dtype in dtypes:
             rows, width = ROW_HEADER.unpack_from(value, offset)
             offset += ROW_HEADER.size
             tokens = np.frombuffer(value, dtype=dtype, count=rows * width, offset=offset).reshape(rows, width)
             offset += rows * width * dtype.itemsize
-            lengths = np.frombuffer(value, dtype="<i4", count=rows, offset=offset)
+            blocks.append((tokens, np.frombuffer(value, dtype="<i4", count=rows, offset=offset)))
             offset += 4 * rows
-            if modality == self.caption_modality:
-                return tokens, lengths
-        raise KeyError(f"{self.path}: no caption modality")
+        return blocks
