@@ -42,7 +42,9 @@ class Tokenizer(Protocol):
     tokenizer may offer `present(item)`: how a decoded item is kept in a
     Generation (images: numpy uint8 [H, W, 3]); without it items are kept as
     `decode` returns them. A trainable tokenizer offers `fit(records, *,
-    out_dir, tracker, device, seed)`.
+    out_dir, tracker, device, seed)`. An image tokenizer may offer
+    `encode_grid(images) -> Tensor [B, h, w]` for images of another size than its
+    square (MixSel's pixel mixing encodes squeezed halves with it).
     """
 
     name: ClassVar[str]
