@@ -12,6 +12,8 @@ from mmgen.api import StageContext, upstream
 
 log = logging.getLogger(__name__)
 
+MIXSEL_SPLIT = "train"  # the split the train stage reads: the one MixSel mixes
+
 
 class TokenCache:
     """A cache stage's output: one token cache per split (what later stages get from `ctx.inputs.load`)."""
@@ -34,13 +36,14 @@ class TokenCache:
         caption_weights: Sequence[float] | None = None,
     ) -> Any:
         """The split's TokenCacheDataset; with `tokenizers` it refuses a cache other tokenizers made."""
+        from .mixsel_halves import with_halves
         from .token_cache import TokenCacheDataset
 
         if not self.has(name):
             raise FileNotFoundError(f"the token cache has no {name!r} split (it has {self.splits()}): {self.directory}")
-        return TokenCacheDataset(
-            self.directory / f"{name}.lmdb", seed=seed, tokenizers=tokenizers, caption_weights=caption_weights
-        )
+        path = self.directory / f"{name}.lmdb"
+        dataset = TokenCacheDataset(path, seed=seed, tokenizers=tokenizers, caption_weights=caption_weights)
+        return with_halves(dataset, path)  # MixSel's squeezed image halves, when the split has them
 
 
 class CacheStage:
@@ -53,6 +56,9 @@ class CacheStage:
         splits: tuple[str, ...] = ()  # empty: every store the data stage wrote
         caption_modality: str = "text"
         batch_size: int = 64
+        # Also encode each train image squeezed to half width and to half height, for MixSel's pixel
+        # mixing (mixsel_halves.py); image modalities whose grid has an odd side are skipped.
+        mixsel_halves: bool = True
         data_stage: str = upstream("data")
         tokenizers_stage: str = upstream("tokenizers")
 
@@ -78,6 +84,7 @@ def cache_splits(
     data: Any, out_dir: Path, *, tokenizers: Mapping[str, Any], config: CacheStage.Config
 ) -> dict[str, int]:
     """Build `<out_dir>/<split>.lmdb` for each chosen split of `data` (DataSplits); returns record counts."""
+    from .mixsel_halves import build_halves
     from .token_cache import TokenCacheDataset, build_token_cache
 
     splits = config.splits or tuple(data.splits())
@@ -92,6 +99,8 @@ def cache_splits(
             caption_modality=config.caption_modality,
             batch_size=config.batch_size,
         )
+        if config.mixsel_halves and split == MIXSEL_SPLIT:
+            build_halves(data.path(split), out, tokenizers=tokenizers, batch_size=config.batch_size)
         cached = TokenCacheDataset(out, tokenizers=tokenizers)
         log.info("cache %s: %d records, modalities %s", split, len(cached), cached.modalities)
         counts[split] = len(cached)
