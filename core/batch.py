@@ -67,14 +67,23 @@ class Segment:
 
 @attrs.frozen(kw_only=True)
 class TokenBatch:
-    """Segments of equal batch size, in sequence order."""
+    """Segments of equal batch size, in sequence order.
+
+    `extras`: per-row side data a dataset adds for an objective, by name, each a
+    tensor [B, ...] (MixSel's squeezed image halves: plugins/datasets/mixsel_halves.py).
+    They are moved and selected with the segments and are no part of the sequence.
+    """
 
     segments: tuple[Segment, ...] = attrs.field(converter=tuple)
+    extras: dict[str, torch.Tensor] = attrs.field(factory=dict, converter=dict, hash=False)
 
     def __attrs_post_init__(self) -> None:
         sizes = {s.batch_size for s in self.segments}
         if len(sizes) > 1:
             raise ValueError(f"segments disagree on batch size: {sorted(sizes)}")
+        for name, extra in self.extras.items():
+            if extra.ndim == 0 or (sizes and extra.shape[0] not in sizes):
+                raise ValueError(f"batch extra {name!r} has shape {tuple(extra.shape)}, not [{self.batch_size}, ...]")
 
     @property
     def batch_size(self) -> int:
@@ -88,10 +97,15 @@ class TokenBatch:
         return found[index]
 
     def to(self, device: torch.device | str) -> TokenBatch:
-        return TokenBatch(segments=tuple(s.to(device) for s in self.segments))
+        return TokenBatch(
+            segments=tuple(s.to(device) for s in self.segments),
+            extras={k: v.to(device) for k, v in self.extras.items()},
+        )
 
     def select(self, index: torch.Tensor | slice) -> TokenBatch:
-        return TokenBatch(segments=tuple(s.select(index) for s in self.segments))
+        return TokenBatch(
+            segments=tuple(s.select(index) for s in self.segments), extras={k: v[index] for k, v in self.extras.items()}
+        )
 
 
 @attrs.frozen(kw_only=True)

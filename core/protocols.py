@@ -47,6 +47,9 @@ class Tokenizer(Protocol):
     BPE-dropout (each merge skipped with chance `rate`), row i a function of
     items[i], `rate` and seeds[i] alone; the cache stage's `bpe_dropout` needs
     it of the caption tokenizer.
+    An image tokenizer may offer
+    `encode_grid(images) -> Tensor [B, h, w]` for images of another size than its
+    square (MixSel's pixel mixing encodes squeezed halves with it).
     """
 
     name: ClassVar[str]

@@ -9,8 +9,8 @@ alternative `how="crop"` pastes image 1's own left half beside image 2's right
 half (CutMix-like: positions kept, but half of each scene is lost).
 
 Texts: the two captions joined with a separator, the first without its
-end-of-text; cut to the maximum length, and a cut sequence ends with
-end-of-text again so the mixture is still a well-formed caption.
+end-of-text. A joined pair longer than the maximum length is an error, never
+cut: MixSel picks partners that fit (`joined_lengths`, mixsel.py).
 """
 
 from __future__ import annotations
@@ -63,23 +63,40 @@ def mix_grids(
     return mixed.reshape(first.shape)
 
 
+def head_lengths(segment: Segment, eos_id: int | None) -> torch.Tensor:
+    """[B] each row's length without its final end-of-text (the part a joined caption keeps of a first one)."""
+    lengths = segment.lengths
+    if eos_id is None:
+        return lengths
+    last = segment.tokens.gather(1, (lengths - 1).clamp(min=0)[:, None])[:, 0]
+    return lengths - ((lengths > 0) & (last == eos_id)).long()
+
+
+def joined_lengths(
+    segment: Segment, own: torch.Tensor, own_second: torch.Tensor, *, separator: Sequence[int], eos_id: int | None
+) -> torch.Tensor:
+    """[R, B] length of row own[i]'s caption joined with row p's, in the order own_second[i] says."""
+    heads = head_lengths(segment, eos_id)
+    own_first = heads[own][:, None] + len(separator) + segment.lengths[None, :]
+    own_last = heads[None, :] + len(separator) + segment.lengths[own][:, None]
+    return torch.where(own_second[:, None], own_last, own_first)
+
+
 def join_sequences(
     first: Segment, second: Segment, *, separator: Sequence[int], eos_id: int | None, pad_id: int
 ) -> Segment:
-    """Row b: first[b] (without its end-of-text) + separator + second[b], cut to the segment length."""
+    """Row b: first[b] (without its end-of-text) + separator + second[b]; never cut (too long: ValueError)."""
     length = first.tokens.shape[1]
     rows, lengths = [], []
-    for a, n, b, m in zip(
-        first.tokens.tolist(), first.lengths.tolist(), second.tokens.tolist(), second.lengths.tolist(), strict=True
+    for index, (a, n, b, m) in enumerate(
+        zip(first.tokens.tolist(), first.lengths.tolist(), second.tokens.tolist(), second.lengths.tolist(), strict=True)
     ):
         head = a[:n]
         if eos_id is not None and head and head[-1] == eos_id:
             head = head[:-1]
         joined = head + list(separator) + b[:m]
         if len(joined) > length:
-            joined = joined[:length]
-            if eos_id is not None:
-                joined[-1] = eos_id
+            raise ValueError(f"joined captions of row {index} take {len(joined)} tokens, more than {length}")
         lengths.append(len(joined))
         rows.append(joined + [pad_id] * (length - len(joined)))
     device = first.tokens.device

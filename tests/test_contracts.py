@@ -73,7 +73,10 @@ def tiny_batch(batch_size: int = 4, seed: int = 0) -> TokenBatch:
     text = torch.randint(1, TEXT.vocab_size, (batch_size, TEXT.length), generator=generator)
     positions = torch.arange(TEXT.length)[None]
     text = torch.where(positions < lengths[:, None] - 1, text, torch.zeros_like(text))  # EOS, then pad (same id)
-    return TokenBatch(segments=(Segment.full("image", image), Segment(modality="text", tokens=text, lengths=lengths)))
+    # Batches from the cache stage carry MixSel's squeezed image halves (any valid codes do here).
+    halves = {"mixsel_halves/image": image.view(batch_size, 2, IMAGE.length // 2)}
+    segments = (Segment.full("image", image), Segment(modality="text", tokens=text, lengths=lengths))
+    return TokenBatch(segments=segments, extras=halves)
 
 
 def tiny_model():

@@ -51,14 +51,17 @@ def test_cropped_halves_keep_their_positions():
         mix_grids(FIRST, SECOND, shape=(4, 4), vertical=torch.tensor([True]), how="paste")
 
 
-def test_captions_join_with_the_separator_and_are_cut_to_end_with_eos():
-    first = caption_segment([[5], [1, 2, 3]])
-    second = caption_segment([[1, 2, 3], [9, 8, 7, 6, 4]])
+def test_captions_join_with_the_separator_and_are_never_cut():
+    first = caption_segment([[5], [1, 2]])
+    second = caption_segment([[1, 2, 3], [9, 8]])
     joined = join_sequences(first, second, separator=(9,), eos_id=0, pad_id=0)
-    assert joined.tokens.tolist() == [[5, 9, 1, 2, 3, 0], [1, 2, 3, 9, 9, 0]]
+    assert joined.tokens.tolist() == [[5, 9, 1, 2, 3, 0], [1, 2, 9, 9, 8, 0]]
     assert joined.lengths.tolist() == [6, 6]
     short = join_sequences(caption_segment([[5]]), caption_segment([[3]]), separator=(8, 7), eos_id=0, pad_id=0)
     assert short.tokens.tolist() == [[5, 8, 7, 3, 0, 0]] and short.lengths.tolist() == [5]
+    long = caption_segment([[9, 8, 7, 6, 4]])
+    with pytest.raises(ValueError, match="joined captions of row 0 take 8 tokens, more than 6"):
+        join_sequences(caption_segment([[5]]), long, separator=(9,), eos_id=0, pad_id=0)
 
 
 def short_batch() -> TokenBatch:
@@ -72,7 +75,8 @@ def segments_of(batch: TokenBatch) -> dict[str, Segment]:
 
 
 def mixsel(**options) -> MixSel:
-    return MixSel(token_space=tiny_space(), separators={"text": (9,)}, **options)
+    """Token-grid mixing (pixel mixing: test_mixsel_pixels.py)."""
+    return MixSel(token_space=tiny_space(), separators={"text": (9,)}, **{"mixing": "tokens_resize", **options})
 
 
 def test_t2i_mixes_captions_marks_the_selected_one_and_targets_its_image():
@@ -123,18 +127,19 @@ def test_i2t_mixes_images_top_bottom_and_targets_the_selected_caption():
     assert packed.tokens[:, 18].tolist() == [space.special(n) for n in ("BOG_BOTTOM", "BOG_TOP", "BOG_LEFT")]
     assert torch.equal(targets["text"].tokens, batch.modality("text").tokens)
     assert not (masks["text"] & ~batch.modality("text").valid()).any()
-    assert set(masks) == {"text"}  # the mixed context is never masked, in IT2IT neither
+    assert set(masks) == {"text"}  # I2T never masks the mixed context
 
 
-def test_it2it_is_mixed_like_i2t_without_masking_the_context():
+def test_it2it_without_mask_context_is_mixed_like_i2t():
     mixture = Mixture(
         partner=torch.tensor([1, 2, 0]),
         own_second=torch.zeros(3, dtype=torch.bool),
         stacked=torch.zeros(3, dtype=torch.bool),
     )
-    one = mixsel().sequence(I2T, segments_of(short_batch()), mixture, generator=torch.Generator().manual_seed(1))
-    two = mixsel().sequence(IT2IT, segments_of(short_batch()), mixture, generator=torch.Generator().manual_seed(1))
-    assert torch.equal(one[0].tokens, two[0].tokens)
+    objective = mixsel(mask_context=False)
+    one = objective.sequence(I2T, segments_of(short_batch()), mixture, generator=torch.Generator().manual_seed(1))
+    two = objective.sequence(IT2IT, segments_of(short_batch()), mixture, generator=torch.Generator().manual_seed(1))
+    assert torch.equal(one[0].tokens, two[0].tokens) and set(two[2]) == {"text"}
 
 
 def test_partners_are_other_samples_and_captions_are_never_stacked():
@@ -197,3 +202,5 @@ def test_the_space_must_hold_the_selection_markers():
     with pytest.raises(KeyError, match="BOG_LEFT"):
         MixSel(token_space=plain, separators={"text": (9,)})
     assert MixSel.extra_specials == ("BOG_LEFT", "BOG_RIGHT", "BOG_TOP", "BOG_BOTTOM")
+    with pytest.raises(ValueError, match="unknown mixing 'resize': use 'pixels', 'tokens_resize', 'tokens_crop'"):
+        MixSel(token_space=tiny_space(), separators={"text": (9,)}, mixing="resize")

@@ -16,6 +16,7 @@ from mmgen.objectives.training_loss import TrainingLoss
 from mmgen.plugins.datasets.ingest.dataset_source import dataset_candidates
 from mmgen.plugins.datasets.ingest.pipeline import ingest
 from mmgen.plugins.datasets.lmdb_store import LmdbStore
+from mmgen.plugins.datasets.mixsel_halves import build_halves
 from mmgen.plugins.datasets.shapes.dataset import ShapesDataset
 from mmgen.plugins.datasets.token_cache import build_token_cache
 from mmgen.plugins.models.saved import DESCRIPTION_FILE, WEIGHTS_FILE, load_trained_model, space_from_data
@@ -150,7 +151,10 @@ class PairsDataset:
     """Three hand-made pairs repeated: items are row indices, `collate` builds the TokenBatch."""
 
     def __init__(self) -> None:
-        self.batch = hand_batch()
+        batch = hand_batch()
+        # MixSel's squeezed image halves, as the cache stage gives them (any codes do here).
+        halves = batch.modality("image").tokens.view(3, 2, 8)
+        self.batch = TokenBatch(segments=batch.segments, extras={"mixsel_halves/image": halves})
 
     def __len__(self) -> int:
         return 12
@@ -242,6 +246,7 @@ def test_the_stage_trains_from_the_tokenizers_and_cache_artefacts(registry, tmp_
     store = tmp_path / "data" / "train.lmdb"
     ingest(dataset_candidates(ShapesDataset(size=32, counts={"train": 8}), "train"), store, progress=False)
     build_token_cache(store, tmp_path / "cache" / "train.lmdb", tokenizers=tokenizers, progress=False)
+    build_halves(store, tmp_path / "cache" / "train.lmdb", tokenizers=tokenizers, progress=False)  # as the cache stage
     data = {
         "model": {"use": "magvlt", "preset": "tiny"},
         "objectives": ["mask", "target_length", "unroll_mask", {"use": "mixsel", "separator": " "}],

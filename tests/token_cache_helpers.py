@@ -20,8 +20,8 @@ class BlockImageTokenizer:
     name: ClassVar[str] = "block_image"
     modality = "image"
 
-    def __init__(self, *, grid: int = 4, levels: int = 16) -> None:
-        self.grid, self.levels = grid, levels
+    def __init__(self, *, grid: int = 4, levels: int = 16, block: int = 8) -> None:
+        self.grid, self.levels, self.block = grid, levels, block
 
     @property
     def token_space(self) -> TokenSpace:
@@ -34,6 +34,11 @@ class BlockImageTokenizer:
         grey = items.float().mean(dim=1, keepdim=True)
         blocks = torch.nn.functional.adaptive_avg_pool2d(grey, self.grid).flatten(1)
         return Segment.full("image", (blocks * self.levels / 256).long().clamp(0, self.levels - 1))
+
+    def encode_grid(self, images: torch.Tensor) -> torch.Tensor:
+        """Images of any size in whole `block` x `block` pixel blocks -> [B, H / block, W / block] (MixSel's halves)."""
+        grey = torch.nn.functional.avg_pool2d(images.float().mean(dim=1, keepdim=True), self.block)[:, 0]
+        return (grey * self.levels / 256).long().clamp(0, self.levels - 1)
 
     def decode(self, segment: Segment) -> list[Any]:
         return list(segment.tokens)

@@ -20,6 +20,8 @@ from .bpe_dropout import DROPOUT_SPLIT, BpeDropout, require_dropout
 
 log = logging.getLogger(__name__)
 
+MIXSEL_SPLIT = "train"  # the split the train stage reads: the one MixSel mixes
+
 
 class TokenCache:
     """A cache stage's output: one token cache per split (what later stages get from `ctx.inputs.load`)."""
@@ -42,13 +44,14 @@ class TokenCache:
         caption_weights: Sequence[float] | None = None,
     ) -> Any:
         """The split's TokenCacheDataset; with `tokenizers` it refuses a cache other tokenizers made."""
+        from .mixsel_halves import with_halves
         from .token_cache import TokenCacheDataset
 
         if not self.has(name):
             raise FileNotFoundError(f"the token cache has no {name!r} split (it has {self.splits()}): {self.directory}")
-        return TokenCacheDataset(
-            self.directory / f"{name}.lmdb", seed=seed, tokenizers=tokenizers, caption_weights=caption_weights
-        )
+        path = self.directory / f"{name}.lmdb"
+        dataset = TokenCacheDataset(path, seed=seed, tokenizers=tokenizers, caption_weights=caption_weights)
+        return with_halves(dataset, path)  # MixSel's squeezed image halves, when the split has them
 
 
 class CacheStage:
@@ -63,6 +66,9 @@ class CacheStage:
         batch_size: int = 64
         # BPE-dropout encodings stored per train caption (the paper: rate 0.1, drawn anew at each read).
         bpe_dropout: BpeDropout = attrs.field(factory=BpeDropout)
+        # Also encode each train image squeezed to half width and to half height, for MixSel's pixel
+        # mixing (mixsel_halves.py); image modalities whose grid has an odd side are skipped.
+        mixsel_halves: bool = True
         data_stage: str = upstream("data")
         tokenizers_stage: str = upstream("tokenizers")
 
@@ -89,6 +95,7 @@ def cache_splits(
     data: Any, out_dir: Path, *, tokenizers: Mapping[str, Any], config: CacheStage.Config
 ) -> dict[str, int]:
     """Build `<out_dir>/<split>.lmdb` for each chosen split of `data` (DataSplits); returns record counts."""
+    from .mixsel_halves import build_halves
     from .token_cache import TokenCacheDataset, build_token_cache
 
     splits = config.splits or tuple(data.splits())
@@ -107,6 +114,8 @@ def cache_splits(
             batch_size=config.batch_size,
             bpe_dropout=dropout if split == DROPOUT_SPLIT else None,
         )
+        if config.mixsel_halves and split == MIXSEL_SPLIT:
+            build_halves(data.path(split), out, tokenizers=tokenizers, batch_size=config.batch_size)
         cached = TokenCacheDataset(out, tokenizers=tokenizers)
         log.info("cache %s: %d records, modalities %s", split, len(cached), cached.modalities)
         if cached.variants:

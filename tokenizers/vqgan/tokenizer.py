@@ -226,6 +226,26 @@ class VQGANTokenizer:
         tokens = torch.cat(codes) if codes else torch.zeros(0, self.token_space.length, dtype=torch.long)
         return Segment.full(self.modality, tokens)
 
+    @torch.no_grad()
+    def encode_grid(self, images: torch.Tensor) -> torch.Tensor:
+        """uint8 images [B, 3, H, W] of any size the downsampling f divides -> codes [B, H / f, W / f].
+
+        For images that are not the square the token space describes: MixSel's
+        squeezed halves (plugins/datasets/mixsel_halves.py).
+        """
+        factor = self.architecture.downsampling
+        channels = self.architecture.in_channels
+        if images.dtype != torch.uint8 or images.ndim != 4 or images.shape[1] != channels:
+            raise ValueError(f"vqgan expects uint8 images [B, {channels}, H, W], got {images.dtype} {tuple(images.shape)}")
+        height, width = images.shape[2:]
+        if height % factor or width % factor:
+            raise ValueError(f"vqgan encodes {factor}x{factor} pixels per code; {height}x{width} pixels do not divide")
+        codes = [
+            self.autoencoder.encode(pixels_to_unit(images[i : i + self.batch_size].to(self.device))).codes.cpu()
+            for i in range(0, len(images), self.batch_size)
+        ]
+        return torch.cat(codes) if codes else torch.zeros(0, height // factor, width // factor, dtype=torch.long)
+
     def code_vectors(self) -> torch.Tensor:
         """The codebook as the quantizer looks codes up: [codebook_size, codebook_dim] (models may start from it)."""
         return self.autoencoder.quantizer.entries().detach().cpu().clone()
