@@ -13,6 +13,7 @@ import torch
 from mmgen.batch import Segment, TokenBatch
 from mmgen.errors import ArtefactError
 from mmgen.objectives.mixsel import HalvesError, MixSel, Mixture, half_grids, halves_extra
+from mmgen.plugins.datasets.bpe_dropout import BpeDropout
 from mmgen.plugins.datasets.cache_stage import CacheStage, TokenCache, cache_splits
 from mmgen.plugins.datasets.data_stage import DataSplits
 from mmgen.plugins.datasets.ingest.dataset_source import dataset_candidates
@@ -34,6 +35,8 @@ from objective_helpers import (
     tiny_space,
 )
 from token_cache_helpers import BlockImageTokenizer, CharTokenizer
+
+NO_DROPOUT = BpeDropout(variants=0)  # the stand-in character tokenizer has no BPE merges to drop
 
 
 def split_images() -> torch.Tensor:
@@ -219,7 +222,7 @@ def cache_folder(tmp_path):
     tokenizers = {"image": BlockImageTokenizer(), "text": CharTokenizer()}
     folder = tmp_path / "cache"
     folder.mkdir()
-    cache_splits(DataSplits(tmp_path / "data"), folder, tokenizers=tokenizers, config=CacheStage.Config())
+    cache_splits(DataSplits(tmp_path / "data"), folder, tokenizers=tokenizers, config=CacheStage.Config(bpe_dropout=NO_DROPOUT))
     return folder, tokenizers
 
 
@@ -240,7 +243,7 @@ def test_the_cache_stage_writes_the_train_halves_and_batches_carry_them(cache_fo
     assert not isinstance(TokenCache(folder).split("val"), HalvesDataset)
     off = tmp_path / "off"
     off.mkdir()
-    config = CacheStage.Config(mixsel_halves=False)
+    config = CacheStage.Config(mixsel_halves=False, bpe_dropout=NO_DROPOUT)
     cache_splits(DataSplits(tmp_path / "data"), off, tokenizers=tokenizers, config=config)
     assert sorted(p.name for p in off.iterdir()) == ["train.lmdb", "val.lmdb"]
 

@@ -163,6 +163,9 @@ def read_halves_info(split_path: Path, modality: str, header: Mapping[str, Any])
     return codes_path
 
 
+OWN_FIELDS = frozenset({"dataset", "halves", "_maps", "_pid"})
+
+
 class HalvesDataset:
     """A token cache dataset whose batches also carry their rows' MixSel halves (`TokenBatch.extras`).
 
@@ -190,6 +193,14 @@ class HalvesDataset:
         if name == "dataset":  # not yet set (unpickling): no recursion
             raise AttributeError(name)
         return getattr(self.dataset, name)
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        # A write such as `dataset.epoch = 3` must reach the wrapped dataset, which reads it;
+        # only the wrapper's own fields stay here.
+        if name in OWN_FIELDS:
+            object.__setattr__(self, name, value)
+        else:
+            setattr(self.dataset, name, value)
 
     def __getitem__(self, index: int) -> Any:
         return self.dataset[index]
