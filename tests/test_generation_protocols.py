@@ -247,3 +247,30 @@ def test_benchmarks_read_val_unless_asked():
     for name in tuning:
         text = (ROOT / "benchmarks" / f"{name}.py").read_text()
         assert "add_split_option(parser)" in text and "args.split" in text, name
+
+
+def test_mmgen_eval_of_a_generate_folder_evaluates_every_protocol(tmp_path):
+    from click.testing import CliRunner
+    from PIL import Image
+
+    from mmgen.cli import main
+    from test_generation_tasks import stripes_decoded
+
+    _, _, gen_dir, _ = run_stages(tmp_path, PROTOCOLS)
+    (tmp_path / "refs").mkdir()
+    for i in range(2):
+        Image.fromarray(stripes_decoded()).save(tmp_path / "refs" / f"{i}.png")
+    out = tmp_path / "m.json"
+    args = ["eval", str(gen_dir), "--metric", "fid", "--set", "fid.extractor=pixels"]
+    args += ["--set", f"fid.reference_dir={tmp_path / 'refs'}", "--tracker", "none", "--out", str(out)]
+    result = CliRunner().invoke(main, args)
+    assert result.exit_code == 0, result.output
+    written = json.loads(out.read_text())
+    assert sorted(k for k in written if "/fid/" in k) == [
+        "best/fid/t2i/fid_pixels",
+        "best/fid/t2i/n",
+        "one_sample/fid/t2i/fid_pixels",
+        "one_sample/fid/t2i/n",
+    ]
+    assert written["one_sample/fid/t2i/n"] == 2.0 and written["best/time/t2i/candidates"] == 3.0
+    assert result.output.splitlines()[-1] == f"wrote {out}"
