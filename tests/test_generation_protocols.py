@@ -192,7 +192,9 @@ def config(data):
 
 
 def test_the_older_keys_describe_one_more_protocol_named_by_its_components():
-    old = config({"candidates": {"t2i": 8, "i2t": 32}, "rerank": {"t2i": "clip", "i2t": "cycle"}, "refine": {"i2t": "caption_refine"}})
+    old = config(
+        {"candidates": {"t2i": 8, "i2t": 32}, "rerank": {"t2i": "clip", "i2t": "cycle"}, "refine": {"i2t": "caption_refine"}}
+    )
     assert list(old.task_protocols("t2i")) == ["one_sample", "clip"]
     assert list(old.task_protocols("i2t")) == ["one_sample", "cycle+caption_refine"]
     clip = old.task_protocols("t2i")["clip"]
@@ -205,7 +207,10 @@ def test_the_older_keys_describe_one_more_protocol_named_by_its_components():
     [
         ({"protocols": {"t2i": {"best": {"candidates": 4}}}}, "protocols.t2i.best: 4 candidates need a reranker"),
         ({"tasks": ["t2i"], "protocols": {"i2t": {"clip": {}}}}, r"protocols given for tasks not run: \['i2t'\]"),
-        ({"protocols": {"t2i": {"one_sample": {"candidates": 2, "rerank": "clip"}}}}, "protocols.t2i.one_sample is one sample"),
+        (
+            {"protocols": {"t2i": {"one_sample": {"candidates": 2, "rerank": "clip"}}}},
+            "protocols.t2i.one_sample is one sample",
+        ),
         (
             {"candidates": {"t2i": 2}, "rerank": {"t2i": "clip"}, "protocols": {"t2i": {"clip": {}}}},
             r"t2i has protocols and the older `candidates.t2i`",
@@ -239,12 +244,13 @@ def test_benchmarks_read_val_unless_asked():
         sys.path.remove(str(ROOT / "benchmarks"))
     parser = argparse.ArgumentParser()
     add_split_option(parser)
-    assert (TUNING_SPLIT, parser.parse_args([]).split, parser.parse_args(["--split", "test"]).split) == ("val", "val", "test")
+    assert TUNING_SPLIT == "val" and parser.parse_args([]).split == "val"
+    assert parser.parse_args(["--split", "test"]).split == "test"
     # No benchmark reads test records by itself; those that tune or measure on held-out records take `--split`.
     for path in sorted((ROOT / "benchmarks").glob("*.py")):
         assert not re.search(r"""(read_records\([^)]*|\.split\()["']test["']""", path.read_text()), path.name
-    tuning = ["argvlt_vs_magvlt_speed", "i2t_cycle_rerank", "i2t_word_probe", "magvlt_shapes_quality", "maskgit_sampler_sweep"]
-    for name in tuning:
+    tuning = ["i2t_cycle_rerank", "i2t_word_probe", "magvlt_shapes_quality", "maskgit_sampler_sweep"]
+    for name in ["argvlt_vs_magvlt_speed", *tuning]:
         text = (ROOT / "benchmarks" / f"{name}.py").read_text()
         assert "add_split_option(parser)" in text and "args.split" in text, name
 
