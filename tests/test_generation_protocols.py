@@ -280,3 +280,10 @@ def test_mmgen_eval_of_a_generate_folder_evaluates_every_protocol(tmp_path):
     ]
     assert written["one_sample/fid/t2i/n"] == 2.0 and written["best/time/t2i/candidates"] == 3.0
     assert result.output.splitlines()[-1] == f"wrote {out}"
+
+
+def test_a_protocol_that_cannot_run_fails_before_any_sampling(tmp_path):
+    with pytest.raises(ValueError, match="task 't2i' cannot feed the 'blue' refiner"):
+        run_stages(tmp_path, {"t2i": {"refined": {"refine": "blue"}}})
+    # Not even one_sample, which runs first, was generated.
+    assert (tmp_path / "generate").exists() is False or not list((tmp_path / "generate").rglob("generations.jsonl"))

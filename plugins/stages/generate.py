@@ -134,23 +134,27 @@ class GenerateStage:
             for i in range(min(config.prompts, len(records)))
         ]
         tasks = {spec.use: ctx.registry.build(spec) for spec in config.tasks}
-        plans = {name: config.task_protocols(name) for name in tasks}
+        prompts = {name: task.prompts(examples) for name, task in tasks.items()}
+        # Every protocol's reranker and refiner built, and every mismatch found, before any sampling.
+        built = {}
+        for name, task in tasks.items():
+            for protocol, options in config.task_protocols(name).items():
+                built[protocol, name] = build_protocol(options, registry=ctx.registry, deps=deps)
+                pipeline.check(task, prompts[name], candidates=options.candidates, **built[protocol, name])
         seed = ctx.seed if config.seed is None else config.seed
         captions = {e.key: e.items[config.caption_modality] for e in examples if config.caption_modality in e.items}
         runs = []
-        for protocol in dict.fromkeys(p for named in plans.values() for p in named):
+        for protocol in dict.fromkeys(protocol for protocol, _ in built):
             generations: list[Any] = []
             timings = {}
-            for name, task in tasks.items():
-                if protocol not in plans[name]:
-                    continue
+            for name in [name for p, name in built if p == protocol]:
+                options = config.task_protocols(name)[protocol]
                 made, timings[name] = run_protocol(
                     pipeline,
-                    task,
-                    task.prompts(examples),
-                    plans[name][protocol],
-                    registry=ctx.registry,
-                    deps=deps,
+                    tasks[name],
+                    prompts[name],
+                    candidates=options.candidates,
+                    **built[protocol, name],
                     seed=seed,
                     batch_size=config.batch_size,
                 )
@@ -162,34 +166,36 @@ class GenerateStage:
         ctx.tracker.log_artifact(write_timings(runs, ctx.out_dir))
 
 
+def build_protocol(options: ProtocolOptions, *, registry: Any, deps: Mapping[str, Any]) -> dict[str, Any]:
+    """The protocol's reranker and refiner (None where it has none), built with the stage's deps."""
+    return {
+        "reranker": registry.build(options.rerank, **deps) if options.rerank is not None else None,
+        "refiner": registry.build(options.refine, **deps) if options.refine is not None else None,
+    }
+
+
 def run_protocol(
     pipeline: GenerationPipeline,
     task: Any,
     prompts: Sequence[Prompt],
-    protocol: ProtocolOptions,
     *,
-    registry: Any,
-    deps: Mapping[str, Any],
+    candidates: int,
+    reranker: Any,
+    refiner: Any,
     seed: int,
     batch_size: int,
 ) -> tuple[list[Any], dict[str, Any]]:
-    """The task's generations under one protocol, and what they took (building its reranker and refiner included)."""
+    """The task's generations under one protocol, and the wall clock they took (sampling, reranking, refining)."""
     started = time.perf_counter()
     made = pipeline.run(
-        task,
-        prompts,
-        candidates=protocol.candidates,
-        reranker=registry.build(protocol.rerank, **deps) if protocol.rerank is not None else None,
-        refiner=registry.build(protocol.refine, **deps) if protocol.refine is not None else None,
-        seed=seed,
-        batch_size=batch_size,
+        task, prompts, candidates=candidates, reranker=reranker, refiner=refiner, seed=seed, batch_size=batch_size
     )
     seconds = time.perf_counter() - started
     timing = {
         "prompts": len(made),
-        "candidates": protocol.candidates,
-        "rerank": protocol.rerank.use if protocol.rerank is not None else None,
-        "refine": protocol.refine.use if protocol.refine is not None else None,
+        "candidates": candidates,
+        "rerank": getattr(reranker, "name", None),
+        "refine": getattr(refiner, "name", None),
         "seconds": seconds,
         "seconds_per_output": seconds / max(len(made), 1),
     }
