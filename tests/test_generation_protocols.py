@@ -216,6 +216,7 @@ def test_the_older_keys_describe_one_more_protocol_named_by_its_components():
             r"t2i has protocols and the older `candidates.t2i`",
         ),
         ({"protocols": {"t2i": {"x": {"rerank": "clipp"}}}}, r"protocols.t2i.x.rerank.use: no reranker named 'clipp'"),
+        ({"protocols": {"t2i": {"best/of": {}}}}, r"protocols.t2i: name 'best/of' is a folder and a metric prefix"),
     ],
 )
 def test_protocol_mistakes_are_one_clear_line(data, message):

@@ -4,6 +4,7 @@ generation protocol (one sample; best of N by a reranker; refined), timed."""
 from __future__ import annotations
 
 import logging
+import re
 import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -39,6 +40,8 @@ from .protocol_runs import (
 )
 
 log = logging.getLogger(__name__)
+
+PROTOCOL_NAME = re.compile(r"[a-z0-9_]+")
 
 
 class GenerateStage:
@@ -77,6 +80,11 @@ class GenerateStage:
             if unknown:
                 raise ValueError(f"protocols given for tasks not run: {unknown} (tasks: {tasks})")
             for task, named in self.protocols.items():
+                odd = [name for name in named if not PROTOCOL_NAME.fullmatch(name)]
+                if odd:
+                    raise ValueError(
+                        f"protocols.{task}: name {odd[0]!r} is a folder and a metric prefix: use a-z, 0-9, _"
+                    )
                 if ONE_SAMPLE in named and named[ONE_SAMPLE] != ProtocolOptions():
                     raise ValueError(
                         f"protocols.{task}.{ONE_SAMPLE} is one sample, no reranker, no refiner; give it {{}}"
