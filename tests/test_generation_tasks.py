@@ -937,7 +937,7 @@ def test_generate_then_evaluate_stages(tmp_path):
     ]
     assert generations[0].inputs == {"text": "a red circle"} and generations[2].outputs == {"text": "red circle"}
     assert np.array_equal(generations[0].outputs["image"], stripes_decoded())
-    assert tracker.artifacts == ["generations.jsonl", "protocols.json"]
+    assert tracker.artifacts == ["generations.jsonl", "protocols.json", "timings.json"]
     assert tracker.images == [
         ("one_sample/grid-t2i.png", "one_sample/grid-t2i", 0),
         ("one_sample/grid-i2t.png", "one_sample/grid-i2t", 0),
@@ -954,15 +954,16 @@ def test_generate_then_evaluate_stages(tmp_path):
     eval_inputs = StageInputs({"generate": gen_dir}, uses={"generate": "generate"}, registry=stages)
     evaluate.run(StageContext(out_dir=eval_dir, inputs=eval_inputs, registry=stages, tracker=tracker, seed=0))
     written = json.loads((eval_dir / "metrics.json").read_text())
-    timed = {k: v for k, v in written.items() if "/time/" in k}
-    assert {k: v for k, v in written.items() if k not in timed} == {"one_sample/count/device": 0.0, "one_sample/count/n": 4.0}
-    assert sorted(timed) == [
-        "one_sample/time/i2t/candidates",
-        "one_sample/time/i2t/seconds_per_output",
-        "one_sample/time/t2i/candidates",
-        "one_sample/time/t2i/seconds_per_output",
-    ]
-    assert tracker.metrics == written and tracker.artifacts[-2:] == ["metrics.json", "results.md"]
+    assert written == {
+        "one_sample/count/device": 0.0,
+        "one_sample/count/n": 4.0,
+        "one_sample/time/i2t/candidates": 1.0,
+        "one_sample/time/t2i/candidates": 1.0,
+    }
+    seconds = json.loads((eval_dir / "timings.json").read_text())
+    assert sorted(seconds) == ["one_sample/time/i2t/seconds_per_output", "one_sample/time/t2i/seconds_per_output"]
+    assert tracker.metrics == {**written, **seconds}
+    assert tracker.artifacts[-3:] == ["metrics.json", "timings.json", "results.md"]
     assert EvaluateStage.load(eval_dir) == written
     assert EvaluateStage.summary(eval_dir)[:2] == ["| task | value | one_sample |", "|---|---|---|"]
     assert metrics_table({"clip/t2i/score": 0.25, "clip/t2i/n": 8.0, "fid": 12.34}) == [

@@ -16,16 +16,18 @@ import attrs
 from mmgen.api import Spec, StageContext, atomic_write_text, components, upstream
 
 METRICS_FILE = "metrics.json"
+TIMINGS_FILE = "timings.json"  # wall clock, kept apart: metrics.json is what a rerun reproduces byte for byte
 RESULTS_FILE = "results.md"
-TIME = "time"  # the group of each protocol's timings: <protocol>/time/<task>/seconds_per_output, .../candidates
+TIME = "time"  # the group of each protocol's timings: <protocol>/time/<task>/candidates, .../seconds_per_output
 
 
 class EvaluateStage:
     """Builds each metric with its dependencies (`inputs`: the stages it declares; `device`) and computes it
     over each generation protocol's generations (plugins/stages/protocol_runs.py). Logs
-    `<protocol>/<metric>/<name>` and `<protocol>/time/<task>/seconds_per_output` (and `candidates`) to the
-    tracker, writes them to metrics.json, and writes results.md: one row per task and value, one column
-    per protocol, so one sample, the reranked best of N and refinement read side by side.
+    `<protocol>/<metric>/<name>` and `<protocol>/time/<task>/candidates` to the tracker and metrics.json,
+    `<protocol>/time/<task>/seconds_per_output` to the tracker and timings.json, and writes results.md:
+    one row per task and value, one column per protocol, so one sample, the reranked best of N and
+    refinement read side by side with what each costs.
     Generations without protocols (a list: an older generate folder) give `<metric>/<name>` keys."""
 
     name: ClassVar[str] = "evaluate"
@@ -65,16 +67,19 @@ class EvaluateStage:
             loaded, self.config.metrics, registry=ctx.registry, inputs=ctx.inputs, device=ctx.device
         )
         write_metrics(results, out / METRICS_FILE, tracker=ctx.tracker)
+        seconds = protocol_seconds(loaded)
+        write_metrics(seconds, out / TIMINGS_FILE, tracker=ctx.tracker)
         results_file = out / RESULTS_FILE
-        atomic_write_text(results_file, "\n".join(protocol_table(results, protocols=list(loaded))) + "\n")
+        table = protocol_table({**results, **seconds}, protocols=list(loaded))
+        atomic_write_text(results_file, "\n".join(table) + "\n")
         ctx.tracker.log_artifact(results_file)
 
 
 def evaluate_protocols(
     runs: Mapping[str, Any], metrics: Iterable[Spec], *, registry: Any, inputs: Any, device: str
 ) -> dict[str, float]:
-    """Each metric (built once) over each protocol's generations, and each protocol's timings:
-    `<protocol>/<metric>/<name>` and `<protocol>/time/<task>/{seconds_per_output,candidates}` -> value."""
+    """Each metric (built once) over each protocol's generations, and each protocol's candidates per prompt:
+    `<protocol>/<metric>/<name>` and `<protocol>/time/<task>/candidates` -> value."""
     built = [(spec.use, registry.build(spec, inputs=inputs, device=device)) for spec in metrics]
     results: dict[str, float] = {}
     for protocol, run in runs.items():
@@ -82,9 +87,17 @@ def evaluate_protocols(
             for name, value in metric.compute(run.generations).items():
                 results[f"{protocol}/{use}/{name}"] = float(value)
         for task, timing in run.timings.items():
-            results[f"{protocol}/{TIME}/{task}/seconds_per_output"] = float(timing["seconds_per_output"])
             results[f"{protocol}/{TIME}/{task}/candidates"] = float(timing["candidates"])
     return results
+
+
+def protocol_seconds(runs: Mapping[str, Any]) -> dict[str, float]:
+    """Each protocol's wall clock per output, by task: `<protocol>/time/<task>/seconds_per_output` -> seconds."""
+    return {
+        f"{protocol}/{TIME}/{task}/seconds_per_output": float(timing["seconds_per_output"])
+        for protocol, run in runs.items()
+        for task, timing in run.timings.items()
+    }
 
 
 def protocol_table(results: Mapping[str, float], *, protocols: Sequence[str]) -> list[str]:

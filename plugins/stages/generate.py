@@ -36,7 +36,7 @@ from .protocol_runs import (
     ProtocolRun,
     legacy_name,
     load_protocol_runs,
-    write_timings,
+    write_protocols,
 )
 
 log = logging.getLogger(__name__)
@@ -48,9 +48,10 @@ class GenerateStage:
     """Runs each task on the first `prompts` records of the data stage's `split` under every protocol
     (plugins/stages/protocol_runs.py): `one_sample` always, then those `protocols` names for the task.
     Each protocol's PNGs, `generations.jsonl` and grid per task go to `<protocol>/` (mmgen.api.publish),
-    the seconds each task took under each protocol to `protocols.json`. The tracker gets, per protocol,
-    the JSONL, each grid (`<protocol>/grid-<task>.png`, also the image series the run view shows) and,
-    for tasks that write text, a caption table (`<protocol>/captions-<task>.json`).
+    what each ran to `protocols.json` and the seconds each task took under each to `timings.json`. The
+    tracker gets those two files and, per protocol, the JSONL, each grid (`<protocol>/grid-<task>.png`,
+    also the image series the run view shows) and, for tasks that write text, a caption table
+    (`<protocol>/captions-<task>.json`).
 
     `split` is the one the final evaluation reads (test); tune sampler, reranker and refiner on val
     (the benchmarks' `--split`, val by default). The sampler and batch size: GenerateOptions, the
@@ -171,7 +172,8 @@ class GenerateStage:
             jsonl = publish(generations, Path(ctx.out_dir) / protocol, columns=config.grid_columns)
             log_generations(ctx.tracker, generations, jsonl, captions=captions, protocol=protocol)
             runs.append(ProtocolRun(name=protocol, generations=generations, timings=timings))
-        ctx.tracker.log_artifact(write_timings(runs, ctx.out_dir))
+        for path in write_protocols(runs, ctx.out_dir):
+            ctx.tracker.log_artifact(path)
 
 
 def build_protocol(options: ProtocolOptions, *, registry: Any, deps: Mapping[str, Any]) -> dict[str, Any]:

@@ -11,8 +11,10 @@ others per task:
         clip: {candidates: 64, rerank: clip}
         cycle: {candidates: 32, rerank: {use: cycle}, refine: {use: caption_refine}}
 
-The stage writes each protocol's generations to `<protocol>/` and the time each task took under each
-protocol to `protocols.json`, which the evaluate stage reads back with `load_protocol_runs`.
+The stage writes each protocol's generations to `<protocol>/`, what each protocol ran (tasks, prompts,
+candidates, reranker, refiner) to `protocols.json`, and the seconds each task took under each protocol to
+`timings.json`: wall clock differs from run to run, so it is kept apart from what a rerun reproduces byte for
+byte. The evaluate stage reads all back with `load_protocol_runs`.
 """
 
 from __future__ import annotations
@@ -27,6 +29,8 @@ from mmgen.api import Spec, atomic_write_text, load_generations, optional_compon
 
 ONE_SAMPLE = "one_sample"
 PROTOCOLS_FILE = "protocols.json"
+TIMINGS_FILE = "timings.json"  # wall clock: the one output of the stage a rerun does not reproduce
+SECONDS = ("seconds", "seconds_per_output")
 
 
 @attrs.frozen(kw_only=True)
@@ -60,18 +64,27 @@ def legacy_name(candidates: int, rerank: Spec | None, refine: Spec | None) -> st
     return "+".join(spec.use for spec in (rerank, refine) if spec is not None)
 
 
-def write_timings(runs: list[ProtocolRun], out_dir: Path) -> Path:
-    """`protocols.json`: protocol -> task -> timing, in the order the protocols ran."""
-    path = Path(out_dir) / PROTOCOLS_FILE
-    atomic_write_text(path, json.dumps({run.name: run.timings for run in runs}, indent=2))
-    return path
+def write_protocols(runs: list[ProtocolRun], out_dir: Path) -> list[Path]:
+    """`protocols.json` (protocol -> task -> what ran) and `timings.json` (protocol -> task -> seconds), in the
+    order the protocols ran."""
+    out_dir = Path(out_dir)
+    setup = {r.name: {t: {k: v for k, v in d.items() if k not in SECONDS} for t, d in r.timings.items()} for r in runs}
+    seconds = {r.name: {t: {k: d[k] for k in SECONDS} for t, d in r.timings.items()} for r in runs}
+    atomic_write_text(out_dir / PROTOCOLS_FILE, json.dumps(setup, indent=2))
+    atomic_write_text(out_dir / TIMINGS_FILE, json.dumps(seconds, indent=2))
+    return [out_dir / PROTOCOLS_FILE, out_dir / TIMINGS_FILE]
 
 
 def load_protocol_runs(directory: Path) -> dict[str, ProtocolRun]:
     """Each protocol a generate stage ran, in the order it ran them: its generations and timings."""
     directory = Path(directory)
-    timings = json.loads((directory / PROTOCOLS_FILE).read_text(encoding="utf-8"))
+    setup = json.loads((directory / PROTOCOLS_FILE).read_text(encoding="utf-8"))
+    seconds = json.loads((directory / TIMINGS_FILE).read_text(encoding="utf-8"))
     return {
-        name: ProtocolRun(name=name, generations=load_generations(directory / name), timings=tasks)
-        for name, tasks in timings.items()
+        name: ProtocolRun(
+            name=name,
+            generations=load_generations(directory / name),
+            timings={task: {**ran, **seconds[name][task]} for task, ran in tasks.items()},
+        )
+        for name, tasks in setup.items()
     }
