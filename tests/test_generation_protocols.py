@@ -138,8 +138,9 @@ def run_stages(tmp_path, protocols):
 
 def test_each_protocol_is_generated_timed_and_evaluated_side_by_side(tmp_path):
     stages, tracker, gen_dir, eval_dir = run_stages(tmp_path, PROTOCOLS)
-    # Sampler calls, protocol by protocol (one_sample first), task by task: rows = prompts x candidates.
-    assert [request.segments[0].tokens.shape[0] for request, _ in stages.spy.seen] == [2, 2, 6, 4, 4]
+    # Sampler calls: one untimed warm-up prompt per task, then protocol by protocol (one_sample first),
+    # task by task: rows = prompts x candidates.
+    assert [request.segments[0].tokens.shape[0] for request, _ in stages.spy.seen] == [1, 1, 2, 2, 6, 4, 4]
     runs = GenerateStage.load(gen_dir)
     assert list(runs) == ["one_sample", "best", "refined"]
     assert [sorted(run.timings) for run in runs.values()] == [["i2t", "t2i"], ["i2t", "t2i"], ["i2t"]]
@@ -182,8 +183,8 @@ def test_each_protocol_is_generated_timed_and_evaluated_side_by_side(tmp_path):
 def test_a_protocol_without_a_reranker_samples_one_candidate_per_prompt(tmp_path):
     refine_only = {"i2t": {"refined": {"refine": "blue"}}}
     stages, _, gen_dir, _ = run_stages(tmp_path, refine_only)
-    # one_sample t2i, one_sample i2t, refined i2t: one row per prompt each.
-    assert [request.segments[0].tokens.shape[0] for request, _ in stages.spy.seen] == [2, 2, 2]
+    # Warm-up t2i and i2t, then one_sample t2i, one_sample i2t, refined i2t: one row per prompt each.
+    assert [request.segments[0].tokens.shape[0] for request, _ in stages.spy.seen] == [1, 1, 2, 2, 2]
     runs = GenerateStage.load(gen_dir)
     assert runs["refined"].timings["i2t"]["candidates"] == 1 and runs["refined"].timings["i2t"]["rerank"] is None
 

@@ -151,6 +151,10 @@ class GenerateStage:
                 built[protocol, name] = build_protocol(options, registry=ctx.registry, deps=deps)
                 pipeline.check(task, prompts[name], candidates=options.candidates, **built[protocol, name])
         seed = ctx.seed if config.seed is None else config.seed
+        # One untimed prompt per task first: one-off costs (allocation, kernel set-up) would otherwise count
+        # against whichever protocol runs first, one_sample.
+        for name, task in tasks.items():
+            pipeline.run(task, prompts[name][:1], seed=seed, batch_size=1)
         captions = {e.key: e.items[config.caption_modality] for e in examples if config.caption_modality in e.items}
         runs = []
         for protocol in dict.fromkeys(protocol for protocol, _ in built):
