@@ -317,7 +317,7 @@ def test_it2t_completes_a_known_prefix():
     caption = request.segments[1]
     assert caption.known[0].tolist() == [True, True] + [False] * 6 and caption.lengths is None
     assert result.segments[0].tokens[:, :2].tolist() == [[1, 6]] * 2
-    assert (result.segments[0].lengths >= 4).all()  # the prefix, one new token, EOS
+    assert (result.segments[0].lengths >= 3).all()  # the prefix and one new token (no fixed EOS by default)
     assert all(g.outputs["text"].startswith("a") for g in generations)
 
 
