@@ -3,7 +3,7 @@
 Both models come from one `recipes/compare_argvlt.yaml` run (stage folders `magvlt` and
 `argvlt`), each with the sampler its recipe stages use (maskgit with the recipe's options;
 autoregressive with its defaults and KV cache). One sample per prompt, no reranking: T2I
-(256 image tokens) and I2T (captions up to 24 tokens) on the first test records. The
+(256 image tokens) and I2T (captions up to 24 tokens) on the first records of `--split` (val by default). The
 ratio ARGVLT / MAGVLT is what to read; absolute seconds depend on the machine.
 
     python benchmarks/argvlt_vs_magvlt_speed.py --run runs --out benchmarks/results
@@ -18,7 +18,7 @@ import time
 from pathlib import Path
 
 import torch
-from generation_run import build_task, read_records, stage_folder, task_prompts
+from generation_run import add_split_option, build_task, read_records, stage_folder, task_prompts
 
 from mmgen.atomic import atomic_write_text
 from mmgen.config import structure_spec
@@ -45,13 +45,14 @@ def main() -> None:
     parser.add_argument("--prompts-batch-1", type=int, default=8)
     parser.add_argument("--prompts-batch-32", type=int, default=64)
     parser.add_argument("--threads", type=int, default=2)
+    add_split_option(parser)
     parser.add_argument("--out", type=Path, default=Path("benchmarks/results"))
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     registry = load_registry()
     stages = read_yaml(args.recipe)["stages"]
     tokenizers = load_saved_tokenizers(stage_folder(None, args.run, "tokenizers"), registry)
-    records = read_records(stage_folder(None, args.run, "data"), "test", limit=args.prompts_batch_32)
+    records = read_records(stage_folder(None, args.run, "data"), args.split, limit=args.prompts_batch_32)
     rows = []
     for name, generate_key in MODELS.items():
         model = load_trained_model(stage_folder(None, args.run, name), registry)

@@ -23,6 +23,8 @@ from mmgen.stage_folder import newest_finished, verify
 
 MODELS = ("magvlt", "argvlt")
 PROTOCOLS = (("one", "one sample"), ("clip", "best of 8 by CLIP"))
+# The protocol each evaluate stage's table is read from (its metrics.json keys: `<protocol>/<metric>/...`).
+PROTOCOL_KEYS = {"one": "one_sample", "clip": "clip"}
 ROWS = [
     ("T2I Shapes all-correct", "shapes_accuracy/t2i/accuracy", "{:.3f}"),
     ("T2I one-object / two-object", ("shapes_accuracy/t2i/objects_1", "shapes_accuracy/t2i/objects_2"), "{:.2f} / {:.2f}"),
@@ -32,6 +34,12 @@ ROWS = [
     ("T2I FID (Inception, 128 vs 128 pictures)", "fid/t2i/fid_inception", "{:.1f}"),
     ("CLIP score T2I / I2T", ("clip_score/t2i", "clip_score/i2t"), "{:.1f} / {:.1f}"),
 ]
+
+
+def protocol_metrics(written: dict[str, float], protocol: str) -> dict[str, float]:
+    """One protocol's metrics, its prefix dropped; an evaluate stage's from before protocols has no prefix."""
+    prefix = f"{protocol}/"
+    return {k.removeprefix(prefix): v for k, v in written.items() if k.startswith(prefix)} or written
 
 
 def cell(metrics: dict[str, float], keys, form: str) -> str:
@@ -59,7 +67,8 @@ def main() -> None:
         for protocol, _ in PROTOCOLS:
             folder = newest_finished(args.run, f"{model}_{protocol}_eval")
             verify(folder)
-            metrics[(model, protocol)] = json.loads((folder / "metrics.json").read_text())
+            written = json.loads((folder / "metrics.json").read_text())
+            metrics[(model, protocol)] = protocol_metrics(written, PROTOCOL_KEYS[protocol])
     header = "| | " + " | ".join(f"{m.upper()} {label}" for m in MODELS for _, label in PROTOCOLS) + " |"
     lines = [header, "|---|" + "---|" * (len(MODELS) * len(PROTOCOLS))]
     for title, keys, form in ROWS:

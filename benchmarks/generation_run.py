@@ -19,6 +19,17 @@ from mmgen.plugins.stages.generate import example
 from mmgen.stage_folder import newest_finished
 
 CAPTION_MODALITY = "text"
+# Settings are tuned on val; test is read by the final evaluate stage only (recipes: `generate.split: test`).
+TUNING_SPLIT = "val"
+
+
+def add_split_option(parser: Any) -> None:
+    """`--split`, the data split a benchmark reads its held-out records from: val unless asked."""
+    parser.add_argument(
+        "--split",
+        default=TUNING_SPLIT,
+        help=f"held-out records from this split (default {TUNING_SPLIT}: tune on val, the final evaluation reads test)",
+    )
 
 
 def read_records(data_dir: Path, split: str, *, limit: int) -> list[Record]:

@@ -1,6 +1,7 @@
 """Which of K sampled captions is right, and who finds it: CLIP, the model's own T2I direction, refinement.
 
-On the first `--prompts` test images of a Shapes run, the recipe's sampler
+On the first `--prompts` images of a Shapes run's `--split` (val by default: settings
+are tuned on val, the final evaluation reads test), the recipe's sampler
 draws K captions per image (one sampling pass, seed 0). Then, on those same
 candidates, in one process:
 
@@ -33,7 +34,7 @@ from typing import ClassVar, Mapping
 
 import torch
 
-from generation_run import read_records, stage_folder, task_prompts
+from generation_run import add_split_option, read_records, stage_folder, task_prompts
 
 from mmgen.atomic import atomic_write_text
 from mmgen.batch import Segment
@@ -98,6 +99,7 @@ def main() -> None:
         parser.add_argument(f"--{name}", type=Path, default=None, help=f"the {name} stage folder (default: in --run)")
     parser.add_argument("--recipe", type=Path, default=Path("recipes/shapes.yaml"), help="whose sampler to use")
     parser.add_argument("--prompts", type=int, default=128)
+    add_split_option(parser)
     parser.add_argument("--candidates", type=int, default=32)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--out", type=Path, default=Path("benchmarks/results"))
@@ -114,7 +116,7 @@ def main() -> None:
     recorder = Recorder()
     pipeline = GenerationPipeline(model=model, tokenizers=tokenizers, sampler=sampler)
     task = ImageToText()
-    records = read_records(stage["data"], "test", limit=args.prompts)
+    records = read_records(stage["data"], args.split, limit=args.prompts)
     prompts = task_prompts(task, records, tokenizers)
     start = time.perf_counter()
     pipeline.run(task, prompts, candidates=args.candidates, reranker=recorder, seed=0, batch_size=64)
@@ -166,7 +168,7 @@ def main() -> None:
     stem = args.out / f"{args.name}_{args.threads}threads"
     atomic_write_text(stem.with_suffix(".json"), json.dumps(result, indent=2))
     lines = [
-        f"I2T on {len(prompts)} test images ({int(two.sum())} with two objects),"
+        f"I2T on {len(prompts)} {args.split} images ({int(two.sum())} with two objects),"
         f" {args.candidates} sampled captions each; model `{stage['train']}`",
         "",
         "| pick (refinement: of the cycle pick with the same passes; seconds after it) "

@@ -2,7 +2,7 @@
 
 Two measurements on Shapes, for finding what holds I2T back:
 
-1. Teacher-forced I2T on held-out test pairs (`full` captions) with the whole
+1. Teacher-forced I2T on held-out pairs of `--split` (val by default; `full` captions) with the whole
    caption masked, the sampler's first step: for each attribute word (shape,
    colour, size and cell words), how often the model's top piece at that
    position is the true one, with the true image and with each image swapped
@@ -13,7 +13,7 @@ Two measurements on Shapes, for finding what holds I2T back:
    from their VQ codes alone, by a linear classifier on the bag of codes
    (code counts, no positions) and by two 3x3 convolutions over the 8x8 code
    grid (codes embedded by the tokenizer's code vectors), each trained on
-   `--train-images` training images and scored on the test images.
+   `--train-images` training images and scored on the held-out images.
 
     python benchmarks/i2t_word_probe.py --model runs/artefacts/train-<hash> \\
         --tokenizers runs/artefacts/tokenizers-<hash> --cache runs/artefacts/cache-<hash> --readability
@@ -31,6 +31,7 @@ import attrs
 import torch
 import torch.nn.functional as F
 
+from generation_run import add_split_option
 from mmgen.atomic import atomic_write_text
 from mmgen.batch import TokenBatch
 from mmgen.layout import pack
@@ -147,8 +148,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", type=Path, required=True)
     parser.add_argument("--tokenizers", type=Path, required=True)
-    parser.add_argument("--cache", type=Path, required=True, help="a cache stage folder (test.lmdb, train.lmdb)")
-    parser.add_argument("--records", type=int, default=512, help="test records read (one-object ones are kept)")
+    parser.add_argument("--cache", type=Path, required=True, help="a cache stage folder (<split>.lmdb, train.lmdb)")
+    parser.add_argument("--records", type=int, default=512, help="held-out records read (one-object ones are kept)")
+    add_split_option(parser)
     parser.add_argument("--readability", action="store_true")
     parser.add_argument("--train-images", type=int, default=8000)
     parser.add_argument("--threads", type=int, default=1)
@@ -171,7 +173,7 @@ def main() -> None:
         kept = one_object(batch, texts)
         return kept, [t for t in texts if " and " not in t]
 
-    test, test_texts = read("test", args.records)
+    test, test_texts = read(args.split, args.records)
     result = {"model": str(args.model), "one_object_test_pairs": len(test_texts), **word_accuracy(model, test, piece=piece)}
     if args.readability:
         train, train_texts = read("train", args.train_images)
@@ -181,7 +183,7 @@ def main() -> None:
     stem = args.out / f"{args.name}_{args.threads}threads"
     atomic_write_text(stem.with_suffix(".json"), json.dumps(result, indent=2))
     lines = [
-        f"I2T word probe, `{args.model}`: {len(test_texts)} one-object test pairs, whole caption masked",
+        f"I2T word probe, `{args.model}`: {len(test_texts)} one-object {args.split} pairs, whole caption masked",
         "",
         "| word | right, true image | right, shuffled image | words |",
         "|---|---|---|---|",

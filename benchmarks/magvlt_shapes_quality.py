@@ -3,8 +3,9 @@
 Runs a recipe's stages up to the token cache (reusing finished artefacts, so
 the data and tokenizers are those the recipe itself makes), then trains the
 recipe's `train` stage in this process and, every `--eval-every` updates,
-generates T2I and I2T for the first `--prompts` records of the held-out test
-split with the default maskgit sampler (one candidate, no reranking) and
+generates T2I and I2T for the first `--prompts` records of the held-out `--split`
+(val by default: settings are tuned on val, the final evaluation reads test)
+with the default maskgit sampler (one candidate, no reranking) and
 judges them with the `shapes_accuracy` metric. With `--guidance W` the T2I
 prompts are also generated with guidance scale W (`t2i_guided/...`).
 Evaluation time is excluded from the training time; the load average is
@@ -25,7 +26,7 @@ from pathlib import Path
 import torch
 
 from conditioning_probe import conditioning_probe
-from generation_run import read_records, task_prompts
+from generation_run import add_split_option, read_records, task_prompts
 
 from mmgen.atomic import atomic_write_text
 from mmgen.config import to_data
@@ -63,12 +64,21 @@ class Evaluation:
     """T2I and I2T on fixed held-out prompts, judged by the Shapes oracles."""
 
     def __init__(
-        self, *, folders: dict[str, Path], tokenizers, model, registry, prompts: int, seed: int, guidance: float = 0.0
+        self,
+        *,
+        folders: dict[str, Path],
+        tokenizers,
+        model,
+        registry,
+        prompts: int,
+        seed: int,
+        split: str,
+        guidance: float = 0.0,
     ) -> None:
-        records = read_records(folders["data"], "test", limit=prompts)
+        records = read_records(folders["data"], split, limit=prompts)
         # The same held-out pairs, as cached tokens, for the teacher-forced probe.
-        test = TokenCache(folders["cache"]).split("test", seed=seed, tokenizers=tokenizers)
-        self.probe_batch = test.collate(test.__getitems__(list(range(min(prompts, len(test))))))
+        held = TokenCache(folders["cache"]).split(split, seed=seed, tokenizers=tokenizers)
+        self.probe_batch = held.collate(held.__getitems__(list(range(min(prompts, len(held))))))
         self.tasks = {"t2i": TextToImage(), "i2t": ImageToText()}
         self.prompts = {name: task_prompts(task, records, tokenizers) for name, task in self.tasks.items()}
         self.tokenizers = tokenizers
@@ -99,7 +109,8 @@ def main() -> None:
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY.PATH=VALUE")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--eval-every", type=int, default=100)
-    parser.add_argument("--prompts", type=int, default=128, help="held-out test records per task")
+    parser.add_argument("--prompts", type=int, default=128, help="held-out records per task")
+    add_split_option(parser)
     parser.add_argument("--out", type=Path, default=Path("benchmarks/results"))
     parser.add_argument("--name", default=None, help="default: magvlt_shapes_quality_<recipe name>")
     parser.add_argument("--guidance", type=float, default=0.0, help="also T2I with this guidance scale (0: no)")
@@ -134,6 +145,7 @@ def main() -> None:
         registry=registry,
         prompts=args.prompts,
         seed=recipe.header.seed,
+        split=args.split,
         guidance=args.guidance,
     )
     name = args.name or f"magvlt_shapes_quality_{recipe.name}"

@@ -1,7 +1,7 @@
 """Sampler settings against Shapes accuracy, on one trained model: no training, only generation.
 
-Generates T2I (or I2T) for the first `--prompts` records of the held-out test
-split with each `--variant` of the maskgit sampler (one candidate, no
+Generates T2I (or I2T) for the first `--prompts` records of the held-out `--split`
+(val by default: settings are tuned on val, the final evaluation reads test) with each `--variant` of the maskgit sampler (one candidate, no
 reranking, the same seed) and judges them with the `shapes_accuracy` metric.
 A variant is a YAML flow mapping of `maskgit` sampler options, read with
 `yaml.safe_load`, e.g. `{fixed: {gumbel_start: 1.0, gumbel_end: 0.1}}`; the
@@ -24,7 +24,7 @@ from pathlib import Path
 import torch
 import yaml
 
-from generation_run import build_task, read_records, task_prompts
+from generation_run import add_split_option, build_task, read_records, task_prompts
 
 from mmgen.atomic import atomic_write_text
 from mmgen.config import structure_attrs, to_data
@@ -50,6 +50,7 @@ def main() -> None:
     parser.add_argument("--data", type=Path, required=True, help="the data stage's artefact folder")
     parser.add_argument("--task", choices=("t2i", "i2t"), default="t2i")
     parser.add_argument("--prompts", type=int, default=128)
+    add_split_option(parser)
     parser.add_argument("--variant", action="append", default=[], help="maskgit options as a YAML flow mapping")
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--seed", type=int, default=0)
@@ -61,7 +62,7 @@ def main() -> None:
     tokenizers = load_saved_tokenizers(args.tokenizers, registry)
     model = load_trained_model(args.model, registry).eval()
     task = build_task(args.task, registry)
-    records = read_records(args.data, "test", limit=args.prompts)
+    records = read_records(args.data, args.split, limit=args.prompts)
     prompts = task_prompts(task, records, tokenizers)
     metric = ShapesAccuracy()
     rows = []
@@ -87,7 +88,7 @@ def main() -> None:
     atomic_write_text(stem.with_suffix(".json"), json.dumps(result, indent=2))
     shown = [k for k in SHOWN if k in rows[0]]
     lines = [
-        f"maskgit sampler sweep, {args.task}, model `{args.model}`, {args.prompts} test prompts,"
+        f"maskgit sampler sweep, {args.task}, model `{args.model}`, {args.prompts} {args.split} prompts,"
         f" one candidate, seed {args.seed}, {args.threads} threads",
         "",
         "| variant | " + " | ".join(shown) + " | seconds |",

@@ -44,13 +44,15 @@ SCHEDULE_DECIMALS = 6
 class FixedLengthOptions:
     """Image-like targets (MAGVLT T2I sampling)."""
 
-    steps: int = 10
-    temperature_start: float = 1.4
-    temperature_end: float = 0.6
-    gumbel_start: float = 2.0
-    gumbel_end: float = 0.2
-    top_k: int | None = None  # None: sample from the full distribution, as MAGVLT does
-    guidance: GuidanceOptions = GuidanceOptions()
+    # Sources (docs/method.md, "Sampler defaults"): the authors' configs/magvlt-it2it-base-sampling.yaml
+    # (`sampling:`) and magvlt/models/maskgit/maskgit.py::sample_t2i.
+    steps: int = 10  # img_num_steps 10 (sampling_t2i.py sets t2i_n_steps from it)
+    temperature_start: float = 1.4  # img_temperature_start
+    temperature_end: float = 0.6  # img_temperature_end
+    gumbel_start: float = 2.0  # img_mult_temperature_start (multinomial-maskgit choice noise)
+    gumbel_end: float = 0.2  # img_mult_temperature_end
+    top_k: int | None = None  # sample_t2i samples from the full distribution
+    guidance: GuidanceOptions = GuidanceOptions()  # off: MAGVLT has no guidance (mmgen extension)
 
     def __attrs_post_init__(self) -> None:
         _check_positive(
@@ -67,16 +69,19 @@ class VariableLengthOptions:
     (in proportion to their probability), so candidates for reranking try
     several lengths; `length_jitter` adds a uniform offset in [-j, j].
     `fix_eos` writes end-of-text at the last position of a predicted length (the
-    length head counts the caption with its EOS).
+    length head counts the caption with its EOS) and makes every predicted length
+    leave room for it; the authors' sampler does neither.
     """
 
-    steps: int = 12
-    temperature: float = 0.5
-    top_k: int | None = 32
-    length_top_k: int = 1
-    length_jitter: int = 0
-    fix_eos: bool = True
-    guidance: GuidanceOptions = GuidanceOptions()
+    # Sources (docs/method.md, "Sampler defaults"): the authors' configs/magvlt-it2it-base-sampling.yaml
+    # (`sampling:`), sampling_i2t.py and magvlt/models/maskgit/maskgit.py::sample_i2t / sample_txt_tok.
+    steps: int = 12  # txt_num_steps 12: sampling_i2t.py copies it into the i2t_n_steps sample_txt_tok reads
+    temperature: float = 0.1  # txt_temperature 0.1 (was 0.5, the recipes keep it)
+    top_k: int | None = 32  # txt_top_k 32 (txt_top_p 0: off)
+    length_top_k: int = 1  # sample_i2t: the argmax of the length head
+    length_jitter: int = 0  # sample_i2t: its length variation is randint(1), always 0
+    fix_eos: bool = False  # sample_txt_tok samples all N positions, EOS included (was True, the recipes keep it)
+    guidance: GuidanceOptions = GuidanceOptions()  # off: MAGVLT has no guidance (mmgen extension)
 
     def __attrs_post_init__(self) -> None:
         _check_positive(steps=self.steps, temperature=self.temperature, length_top_k=self.length_top_k)

@@ -199,7 +199,7 @@ def test_a_tiny_argvlt_recipe_trains_and_generates_with_the_autoregressive_sampl
     (train,) = (argvlt_run / "artefacts").glob("train-*")
     assert json.loads((train / "model.json").read_text())["model"]["use"] == "argvlt"
     (generate,) = (argvlt_run / "artefacts").glob("generate-*")
-    made = generations(generate)
+    made = generations(generate / "one_sample")  # no protocols named: one sample per prompt
     assert sorted(g["task"] for g in made) == ["i2t", "i2t", "t2i", "t2i"]
 
 
@@ -246,7 +246,7 @@ def test_mmgen_generate_rebuilds_argvlt_for_t2i_and_i2t(argvlt_run, tmp_path):
 
 
 def test_mmgen_generate_names_a_task_argvlt_cannot_do_left_to_right(argvlt_run, tmp_path):
-    image = next((argvlt_run / "artefacts").glob("generate-*/images/t2i/*.png"))
+    image = next((argvlt_run / "artefacts").glob("generate-*/one_sample/images/t2i/*.png"))
     result = CliRunner().invoke(
         main, ["generate", "--run", str(argvlt_run), "--task", "inpaint", "--image", str(image), "--tracker", "none"]
     )

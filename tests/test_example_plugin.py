@@ -117,12 +117,13 @@ def test_the_tiny_recipe_runs_end_to_end(site, tmp_path):
     (evaluate,) = (tmp_path / "runs" / "artefacts").glob("evaluate-*")
     (generate,) = (tmp_path / "runs" / "artefacts").glob("generate-*")
     metrics = json.loads((evaluate / "metrics.json").read_text())
-    assert metrics["distinct_outputs/t2i/n"] == 4.0 and metrics["distinct_outputs/i2t/n"] == 4.0
-    assert metrics["shapes_accuracy/t2i/n"] == 4.0 and metrics["shapes_accuracy/i2t/n"] == 4.0
+    # The tiny recipe names no protocols: one sample per prompt, `one_sample` in every key.
+    assert metrics["one_sample/distinct_outputs/t2i/n"] == 4.0 and metrics["one_sample/distinct_outputs/i2t/n"] == 4.0
+    assert metrics["one_sample/shapes_accuracy/t2i/n"] == 4.0 and metrics["one_sample/shapes_accuracy/i2t/n"] == 4.0
     # The metric agrees with the generations the sampler made (read back as the evaluate stage reads them).
-    generations = load_generations(generate)
+    generations = load_generations(generate / "one_sample")
     captions = [g.outputs["text"] for g in generations if g.task == "i2t"]
-    assert metrics["distinct_outputs/i2t/distinct"] == len(set(captions)) / 4
+    assert metrics["one_sample/distinct_outputs/i2t/distinct"] == len(set(captions)) / 4
     pictures = [g.outputs["image"] for g in generations if g.task == "t2i"]
     assert all(p.dtype == np.uint8 and p.shape == (16, 16, 3) for p in pictures)
 

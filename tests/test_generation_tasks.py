@@ -317,7 +317,7 @@ def test_it2t_completes_a_known_prefix():
     caption = request.segments[1]
     assert caption.known[0].tolist() == [True, True] + [False] * 6 and caption.lengths is None
     assert result.segments[0].tokens[:, :2].tolist() == [[1, 6]] * 2
-    assert (result.segments[0].lengths >= 4).all()  # the prefix, one new token, EOS
+    assert (result.segments[0].lengths >= 3).all()  # the prefix and one new token (no fixed EOS by default)
     assert all(g.outputs["text"].startswith("a") for g in generations)
 
 
@@ -934,7 +934,10 @@ def test_generate_then_evaluate_stages(tmp_path):
     )
     assert sorted(stages.loads) == sorted((key, folder, "cpu") for key, folder in folders.items())
     assert data.splits == ["val"]
-    generations = GenerateStage.load(gen_dir)
+    # No protocols named: each task runs one sample per prompt only.
+    (run,) = GenerateStage.load(gen_dir).values()
+    generations = run.generations
+    assert run.name == "one_sample" and sorted(run.timings) == ["i2t", "t2i"]
     assert [(g.task, g.key, g.reference) for g in generations] == [
         ("t2i", "test-0", {"i": 0}),
         ("t2i", "test-1", {"i": 1}),
@@ -943,22 +946,35 @@ def test_generate_then_evaluate_stages(tmp_path):
     ]
     assert generations[0].inputs == {"text": "a red circle"} and generations[2].outputs == {"text": "red circle"}
     assert np.array_equal(generations[0].outputs["image"], stripes_decoded())
-    assert tracker.artifacts == ["generations.jsonl"]
-    assert tracker.images == [("grid-t2i.png", "grid-t2i", 0), ("grid-i2t.png", "grid-i2t", 0)]
+    assert tracker.artifacts == ["generations.jsonl", "protocols.json", "timings.json"]
+    assert tracker.images == [
+        ("one_sample/grid-t2i.png", "one_sample/grid-t2i", 0),
+        ("one_sample/grid-i2t.png", "one_sample/grid-i2t", 0),
+    ]
     # Captions of the task that writes text, against each record's own caption.
     table = {"key": ["test-0", "test-1"], "generated": ["red circle"] * 2, "reference": ["a red circle"] * 2}
-    assert tracker.tables == {"captions-i2t.json": table}
-    assert GenerateStage.summary(gen_dir) == [f"grids: {gen_dir / 'grid-i2t.png'}, {gen_dir / 'grid-t2i.png'}"]
+    assert tracker.tables == {"one_sample/captions-i2t.json": table}
+    grids = [gen_dir / "one_sample" / "grid-i2t.png", gen_dir / "one_sample" / "grid-t2i.png"]
+    assert GenerateStage.summary(gen_dir) == [f"grids: {grids[0]}, {grids[1]}"]
 
     evaluate = EvaluateStage.from_config(structure_attrs(EvaluateStage.Config, {"metrics": ["count"]}, registry=stages))
     eval_dir = tmp_path / "evaluate"
     eval_dir.mkdir()
     eval_inputs = StageInputs({"generate": gen_dir}, uses={"generate": "generate"}, registry=stages)
     evaluate.run(StageContext(out_dir=eval_dir, inputs=eval_inputs, registry=stages, tracker=tracker, seed=0))
-    assert json.loads((eval_dir / "metrics.json").read_text()) == {"count/device": 0.0, "count/n": 4.0}
-    assert tracker.metrics == {"count/n": 4.0, "count/device": 0.0} and tracker.artifacts[-1] == "metrics.json"
-    assert EvaluateStage.load(eval_dir) == {"count/device": 0.0, "count/n": 4.0}
-    assert EvaluateStage.summary(eval_dir) == ["count  device 0.000  n 4"]
+    written = json.loads((eval_dir / "metrics.json").read_text())
+    assert written == {
+        "one_sample/count/device": 0.0,
+        "one_sample/count/n": 4.0,
+        "one_sample/time/i2t/candidates": 1.0,
+        "one_sample/time/t2i/candidates": 1.0,
+    }
+    seconds = json.loads((eval_dir / "timings.json").read_text())
+    assert sorted(seconds) == ["one_sample/time/i2t/seconds_per_output", "one_sample/time/t2i/seconds_per_output"]
+    assert tracker.metrics == {**written, **seconds}
+    assert tracker.artifacts[-3:] == ["metrics.json", "timings.json", "results.md"]
+    assert EvaluateStage.load(eval_dir) == written
+    assert EvaluateStage.summary(eval_dir)[:2] == ["| task | value | one_sample |", "|---|---|---|"]
     assert metrics_table({"clip/t2i/score": 0.25, "clip/t2i/n": 8.0, "fid": 12.34}) == [
         "clip/t2i  n 8  score 0.250",
         "fid       fid 12.3",

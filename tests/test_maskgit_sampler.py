@@ -130,15 +130,45 @@ def test_text_length_from_length_head_then_linear_remasking():
     span = length_pass.span("text")
     assert model.masked_in(0, "text").tolist() == [[True] * 6]
     assert not length_pass.attn_mask[0, span.begin, span.begin + 1 :].any()
-    # Then 12 iterations over N = 4 unknown tokens (the 5th is the fixed EOS): floor(4 (12 - t) / 12), at least 1.
-    assert [c[0] for c in masked_counts(model, "text", range(1, 13))] == [4, 3, 3, 3, 2, 2, 2, 1, 1, 1, 1, 1]
+    # Then 12 iterations over all N = 5 tokens, EOS included (the authors' sample_txt_tok): floor(5 (12 - t) / 12),
+    # at least 1.
+    assert [c[0] for c in masked_counts(model, "text", range(1, 13))] == [5, 4, 4, 3, 3, 2, 2, 2, 1, 1, 1, 1]
     assert len(model.calls) == 13
     for call in range(1, 13):
         assert model.calls[call].key_padding[0, span.start :].tolist() == [False] * 5 + [True]
+        assert not model.masked_in(call, "text")[0, 5:].any()
+    text = out.segments[0]
+    assert text.lengths.tolist() == [5]
+    assert text.tokens[0, 5].item() == 0  # padding after the 5 sampled positions
+
+
+def test_fix_eos_writes_end_of_text_at_the_predicted_length():
+    space = spaces()
+    lengths = torch.tensor([0.0, 0.0, 0.0, 0.0, 4.0, 0.0])  # class 4 = length 5
+    model = FakeModel(
+        space, {"image": uniform_over([8] * 4, 8), "text": uniform_over([9] * 6, 10)}, length_logits=lengths
+    )
+    request = GenerationRequest(segments=[segment("image", [[1, 2, 3, 4]]), blank("text", 1, 6)])
+    sampler = MaskGitSampler(variable=VariableLengthOptions(fix_eos=True))
+    out = sampler.generate(model, request, generator=torch.Generator().manual_seed(0))
+    # 12 iterations over N = 4 unknown tokens (the 5th is the fixed EOS): floor(4 (12 - t) / 12), at least 1.
+    assert [c[0] for c in masked_counts(model, "text", range(1, 13))] == [4, 3, 3, 3, 2, 2, 2, 1, 1, 1, 1, 1]
+    for call in range(1, 13):
         assert not model.masked_in(call, "text")[0, 4:].any()
     text = out.segments[0]
     assert text.lengths.tolist() == [5]
-    assert text.tokens[0, 4:].tolist() == [0, 0]  # EOS, then padding
+    assert text.tokens[0, 4:].tolist() == [0, 0]  # EOS (id 0 here), then padding
+
+
+def test_variable_length_defaults_are_the_authors_released_settings():
+    # configs/magvlt-it2it-base-sampling.yaml and sampling_i2t.py of kakaobrain/magvlt.
+    options = VariableLengthOptions()
+    assert (options.steps, options.temperature, options.top_k) == (12, 0.1, 32)
+    assert (options.length_top_k, options.length_jitter, options.fix_eos) == (1, 0, False)
+    assert options.guidance.scale == 0
+    fixed = FixedLengthOptions()
+    assert (fixed.steps, fixed.temperature_start, fixed.temperature_end) == (10, 1.4, 0.6)
+    assert (fixed.gumbel_start, fixed.gumbel_end, fixed.top_k, fixed.guidance.scale) == (2.0, 0.2, None, 0)
 
 
 def test_remask_counts_function():
@@ -215,8 +245,12 @@ def test_predicted_length_keeps_a_known_prefix_and_room_for_eos():
     request = GenerationRequest(
         segments=[segment("image", [[1, 2, 3, 4]]), segment("text", [[3, 4, 5, 0, 0, 0]], known=known, target=True)]
     )
-    out = MaskGitSampler().generate(model, request, generator=torch.Generator().manual_seed(0))
-    # At least one new token after the prefix, then EOS: length 5.
+    plain = MaskGitSampler().generate(model, request, generator=torch.Generator().manual_seed(0))
+    assert plain.segments[0].lengths.tolist() == [4]  # at least one new token after the prefix
+    model.calls.clear()
+    sampler = MaskGitSampler(variable=VariableLengthOptions(fix_eos=True))
+    out = sampler.generate(model, request, generator=torch.Generator().manual_seed(0))
+    # With fix_eos: at least one new token after the prefix, then EOS: length 5.
     text = out.segments[0]
     assert text.lengths.tolist() == [5]
     assert text.tokens[0, :3].tolist() == [3, 4, 5] and text.tokens[0, 4:].tolist() == [0, 0]
@@ -239,7 +273,8 @@ def test_length_options_top_k_and_jitter():
 
     assert run() == {3}  # argmax
     assert run(length_top_k=2) == {3, 4}
-    assert run(length_jitter=2) == {2, 3, 4, 5}  # 3 + [-2, 2], 1 clamped up to 2 (one token and EOS)
+    assert run(length_jitter=2) == {1, 2, 3, 4, 5}  # 3 + [-2, 2]
+    assert run(length_jitter=2, fix_eos=True) == {2, 3, 4, 5}  # 1 clamped up to 2 (one token and EOS)
 
 
 def test_several_targets_are_generated_in_order_each_conditioned_on_the_earlier():
@@ -253,7 +288,7 @@ def test_several_targets_are_generated_in_order_each_conditioned_on_the_earlier(
     out = sampler.generate(model, request, generator=torch.Generator().manual_seed(0))
     assert [s.modality for s in out.segments] == ["image", "text"]
     assert out.segments[0].tokens.tolist() == [[1, 2, 3, 4]]
-    assert out.segments[1].tokens.tolist() == [[5, 6, 0, 0, 0, 0]] and out.segments[1].lengths.tolist() == [3]
+    assert out.segments[1].tokens.tolist() == [[5, 6, 7, 0, 0, 0]] and out.segments[1].lengths.tolist() == [3]
     bog = space.special("BOG")
     image_calls = [[s.modality for s in c.spans] for c in model.calls[:4]]
     text_calls = [[s.modality for s in c.spans] for c in model.calls[4:]]

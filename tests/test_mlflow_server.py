@@ -130,7 +130,8 @@ def test_every_metric_is_under_its_stage_key(tracked_run):
     assert {name.split("/")[0] for name in names} == stages
     assert {f"{stage}/seconds" for stage in stages} <= names
     assert {"train/loss", "train/lr", "train/parameters", "cache/train/records", "data/test/records"} <= names
-    assert {"evaluate/shapes_accuracy/t2i/n", "evaluate/shapes_accuracy/i2t/n"} <= names
+    assert {"evaluate/one_sample/shapes_accuracy/t2i/n", "evaluate/one_sample/shapes_accuracy/i2t/n"} <= names
+    assert {"evaluate/one_sample/time/t2i/seconds_per_output", "evaluate/one_sample/time/i2t/seconds_per_output"} <= names
     run_id = run["info"]["run_id"]
     history = api(url, "metrics/get-history", run_id=run_id, metric_key="train/loss")["metrics"]
     assert [m["step"] for m in history] == [2, 4, 6]
@@ -144,17 +145,18 @@ def test_grids_and_caption_tables_are_in_the_run(tracked_run):
     files = set(artefact_paths(url, run_id))
     samples = {f"train/samples/step-{s:06d}-{t}.png" for s in (3, 6) for t in ("t2i", "i2t")}
     samples |= {"train/samples/step-000003-i2t.json", "train/samples/step-000006-i2t.json"}
-    generate = {"generate/grid-t2i.png", "generate/grid-i2t.png", "generate/captions-i2t.json"}
-    generate |= {"generate/generations.jsonl"}
-    assert samples | generate | {"recipe.yaml", "evaluate/metrics.json"} <= files
-    assert download(url, run_id, "generate/grid-t2i.png")[:8] == b"\x89PNG\r\n\x1a\n"
-    table = json.loads(download(url, run_id, "generate/captions-i2t.json"))
+    one = "generate/one_sample"  # the recipe names no protocols: one sample per prompt
+    generate = {f"{one}/grid-t2i.png", f"{one}/grid-i2t.png", f"{one}/captions-i2t.json"}
+    generate |= {f"{one}/generations.jsonl", "generate/protocols.json"}
+    assert samples | generate | {"recipe.yaml", "evaluate/metrics.json", "evaluate/results.md"} <= files
+    assert download(url, run_id, f"{one}/grid-t2i.png")[:8] == b"\x89PNG\r\n\x1a\n"
+    table = json.loads(download(url, run_id, f"{one}/captions-i2t.json"))
     assert table["columns"] == ["key", "generated", "reference"] and len(table["data"]) == 4
     tags = {t["key"]: t["value"] for t in run["data"]["tags"]}
-    assert {"path": "generate/captions-i2t.json", "type": "table"} in json.loads(tags["mlflow.loggedArtifacts"])
+    assert {"path": f"{one}/captions-i2t.json", "type": "table"} in json.loads(tags["mlflow.loggedArtifacts"])
     # Image series for the run page's Model metrics tab: a PNG and a thumbnail per step.
     series = sorted(path.split("/")[1].split("+")[:3] for path in files if path.startswith("images/"))
-    expected = [["generate~grid-i2t", "step", "0"], ["generate~grid-t2i", "step", "0"]]
+    expected = [["generate~one_sample~grid-i2t", "step", "0"], ["generate~one_sample~grid-t2i", "step", "0"]]
     expected += [[f"train~samples~{t}", "step", str(s)] for t in ("i2t", "t2i") for s in (3, 6)]
     assert series == sorted(expected * 2)
     # Nothing was written beside the run: no ./mlruns, no ./mlflow.db in the working folder.

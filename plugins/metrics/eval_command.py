@@ -12,6 +12,7 @@ from typing import Any
 import click
 
 GENERATIONS_FILE = "generations.jsonl"
+PROTOCOLS_FILE = "protocols.json"  # a generate stage's folder: one folder of generations per protocol
 GENERATE_STAGE = "generate"  # the key recipes give the generate stage
 
 
@@ -21,7 +22,7 @@ def generations_folder(target: Path) -> tuple[Path, Path | None]:
 
     if not target.is_dir():
         raise UserError(f"mmgen eval: no folder {str(target)!r}")
-    if (target / GENERATIONS_FILE).is_file():
+    if (target / GENERATIONS_FILE).is_file() or (target / PROTOCOLS_FILE).is_file():
         if (target / "DONE.json").is_file():  # a generate stage's folder: read only what its hashes vouch for
             verify_stage_folder(target)
         return target, None
@@ -108,7 +109,8 @@ def evaluate_command(
     generations (what `mmgen generate` or the generate stage wrote). Prints the table, writes the JSON
     (default evaluations/<folder>.json) and, with --tracker mlflow, logs both."""
     from mmgen.api import ConfigError, UserError, load_registry, load_generations, structure_spec
-    from mmgen.plugins.stages.evaluate import evaluate, metrics_table, write_metrics
+    from mmgen.plugins.stages.evaluate import evaluate, evaluate_protocols, metrics_table, write_metrics
+    from mmgen.plugins.stages.protocol_runs import load_protocol_runs
 
     registry = load_registry()
     folder, run_dir = generations_folder(target)
@@ -121,7 +123,9 @@ def evaluate_command(
     except ConfigError as exc:
         raise UserError(f"mmgen eval: {str(exc).replace('<root>: ', '')}") from None
     inputs = stage_inputs(specs, stages, run_dir, registry=registry, device=device)
-    generations = load_generations(folder)
+    # A generate stage's folder holds one set of generations per protocol: each is evaluated, keys prefixed.
+    runs = load_protocol_runs(folder) if (folder / PROTOCOLS_FILE).is_file() else None
+    generations = load_generations(folder) if runs is None else None
     out = out or Path("evaluations") / f"{folder.name}.json"
     tracker.start(run_name=f"eval-{folder.name}", tags={"mmgen.command": "eval"})
     status = "FAILED"
@@ -133,7 +137,10 @@ def evaluate_command(
                 **dict(text.split("=", 1) for text in overrides),
             }
         )
-        results = evaluate(generations, specs, registry=registry, inputs=inputs, device=device)
+        if runs is None:
+            results = evaluate(generations, specs, registry=registry, inputs=inputs, device=device)
+        else:
+            results = evaluate_protocols(runs, specs, registry=registry, inputs=inputs, device=device)
         write_metrics(results, out, tracker=tracker)
         status = "FINISHED"
     finally:
