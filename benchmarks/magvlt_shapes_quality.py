@@ -24,13 +24,13 @@ import time
 from pathlib import Path
 
 import torch
+import yaml
 
 from conditioning_probe import conditioning_probe
 from generation_run import add_split_option, read_records, task_prompts
 
 from mmgen.atomic import atomic_write_text
-from mmgen.config import to_data
-from mmgen.generation.options import GenerateOptions, build_sampler
+from mmgen.config import structure_spec, to_data
 from mmgen.generation.pipeline import GenerationPipeline
 from mmgen.guidance import GuidanceOptions
 from mmgen.plugins.datasets.cache_stage import TokenCache
@@ -74,6 +74,7 @@ class Evaluation:
         seed: int,
         split: str,
         guidance: float = 0.0,
+        sampler_options: dict | None = None,
     ) -> None:
         records = read_records(folders["data"], split, limit=prompts)
         # The same held-out pairs, as cached tokens, for the teacher-forced probe.
@@ -82,8 +83,10 @@ class Evaluation:
         self.tasks = {"t2i": TextToImage(), "i2t": ImageToText()}
         self.prompts = {name: task_prompts(task, records, tokenizers) for name, task in self.tasks.items()}
         self.tokenizers = tokenizers
-        # The model's default sampler (maskgit) with its default options, as the train stage samples.
-        self.sampler = build_sampler(GenerateOptions(), model=model, registry=registry)
+        # The model's default sampler (maskgit), with its defaults unless --sampler names options.
+        name = getattr(model, "default_sampler", "maskgit")
+        spec = structure_spec("samplers", {"use": name, **(sampler_options or {})}, path="--sampler", registry=registry)
+        self.sampler = registry.build(spec)
         self.guided = MaskGitSampler(fixed=FixedLengthOptions(guidance=GuidanceOptions(scale=guidance))) if guidance else None
         self.metric = ShapesAccuracy()
         self.seed = seed
@@ -113,6 +116,9 @@ def main() -> None:
     add_split_option(parser)
     parser.add_argument("--out", type=Path, default=Path("benchmarks/results"))
     parser.add_argument("--name", default=None, help="default: magvlt_shapes_quality_<recipe name>")
+    parser.add_argument(
+        "--sampler", default="{}", help="options of the model's default sampler, a YAML mapping: '{variable: {temperature: 0.5}}'"
+    )
     parser.add_argument("--guidance", type=float, default=0.0, help="also T2I with this guidance scale (0: no)")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
@@ -147,6 +153,7 @@ def main() -> None:
         seed=recipe.header.seed,
         split=args.split,
         guidance=args.guidance,
+        sampler_options=yaml.safe_load(args.sampler) or {},
     )
     name = args.name or f"magvlt_shapes_quality_{recipe.name}"
     work = args.out / f"{name}_work"
@@ -186,6 +193,7 @@ def main() -> None:
         "threads": args.threads,
         "prompts": args.prompts,
         "guidance": args.guidance,
+        "sampler": args.sampler,
         "parameters": sum(p.numel() for p in training.model.parameters()),
         "machine": platform.processor() or platform.machine(),
         "cpu_count": os.cpu_count(),
