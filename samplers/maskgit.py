@@ -175,6 +175,22 @@ class MaskGitSampler:
     def from_config(cls, config: Config, **_: Any) -> MaskGitSampler:
         return cls(fixed=config.fixed, variable=config.variable)
 
+    def branch_requests(self, request: GenerationRequest, *, space: Any) -> list[GenerationRequest]:
+        """The other sequences this sampler shows the model for `request`: guidance's unconditional pass.
+
+        For each guided target (its kind's `guidance.scale` > 0) the same request with every
+        context token MASK; the generation pipeline checks these layouts against training too.
+        """
+        branches = []
+        for part in request.segments:
+            if not part.target:
+                continue
+            options = self.variable if space.space(part.modality).variable_length else self.fixed
+            if options.guidance.scale > 0:
+                dropped = [s if s.target else attrs.evolve(s, known=torch.zeros_like(s.known)) for s in request.segments]
+                branches.append(GenerationRequest(segments=dropped))
+        return branches
+
     @torch.no_grad()
     def generate(self, model: Any, request: GenerationRequest, *, generator: torch.Generator) -> TokenBatch:
         """Generate the target segments in order; returns them, in request order."""

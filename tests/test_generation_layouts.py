@@ -28,7 +28,9 @@ from mmgen.api import (
     structure_attrs,
 )
 from mmgen.generation.layouts import GIVEN, MASKED, PARTIAL, Layout, planned_layouts
+from mmgen.guidance import GuidanceOptions
 from mmgen.plugins.stages.train_model import TrainModelStage, read_trained_layouts, train_and_save
+from mmgen.samplers.maskgit import FixedLengthOptions, MaskGitSampler
 from test_generation_tasks import FAST, SpySampler, build, fake_model, prompts, registry, stripes, tokenizers
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -377,3 +379,45 @@ def test_a_route_the_sampler_refuses_is_passed_over_and_its_refusal_named():
         pipeline.run(build("unconditional"), task_prompts("unconditional"))
     assert str(caught.value) == "task 'unconditional': this sampler shows no wholly MASK context"
     assert pipeline.model.calls == []
+
+
+# ---- guidance's unconditional pass ---------------------------------------------------------------
+
+
+def guided(scale: float = 1.0) -> MaskGitSampler:
+    return MaskGitSampler(fixed=FixedLengthOptions(steps=3, guidance=GuidanceOptions(scale=scale)), variable=FAST.variable)
+
+
+def test_the_unconditional_pass_is_the_request_with_its_context_all_mask():
+    tok = tokenizers()
+    space = fake_model(tok).token_space
+    request = build("t2i").request(
+        {"text": tok["text"].encode(["red circle"])}, batch=1, space=space, device=torch.device("cpu")
+    )
+    (branch,) = guided().branch_requests(request, space=space)
+    context, target = branch.segments
+    assert [context.target, target.target] == [False, True]
+    assert torch.equal(context.tokens, request.segments[0].tokens) and not bool(context.known.any())
+    assert target is request.segments[1]  # the target as requested
+    assert guided(0.0).branch_requests(request, space=space) == []  # no guidance, no extra pass
+    i2t = build("i2t").request(
+        {"image": tok["image"].encode(stripes()[None])}, batch=1, space=space, device=torch.device("cpu")
+    )
+    assert guided().branch_requests(i2t, space=space) == []  # the image guidance does not guide captions
+
+
+@pytest.mark.parametrize("trained, scale, warned", [(PAPER, 1.0, True), (DROPOUT, 1.0, False), (PAPER, 0.0, False)])
+def test_guidance_on_a_model_without_condition_dropout_is_one_warning(trained, scale, warned, caplog):
+    tok = tokenizers()
+    model = fake_model(tok)
+    model.trained_layouts = trained
+    pipeline = GenerationPipeline(model=model, tokenizers=tok, sampler=guided(scale))
+    with caplog.at_level("WARNING", logger="mmgen.generation.pipeline"):
+        made = pipeline.run(build("t2i"), prompts(2), batch_size=4)
+    assert len(made) == 2  # the samples still come
+    expected = (
+        "task 't2i': guidance's unconditional pass shows the model `[BOC] MASK(text) [BOG] image`, which it never"
+        " trained: a wholly MASK text context, which only condition dropout trains; remedy: `condition_dropout: 0.1`"
+        " in the train stage (it had 0), or guidance scale 0"
+    )
+    assert [r.getMessage() for r in caplog.records if r.levelname == "WARNING"] == ([expected] if warned else [])

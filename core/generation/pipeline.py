@@ -70,6 +70,7 @@ class GenerationPipeline:
         """One Generation per prompt; the same seed, prompts and batch size give the same outputs."""
         self.check(task, prompts, candidates=candidates, reranker=reranker, refiner=refiner)
         task = self.route(task)
+        self.warn_untrained_branches(task)
         if not prompts:
             return []
         generator = torch.Generator(device=self.device).manual_seed(seed)
@@ -141,6 +142,28 @@ class GenerationPipeline:
                 return route
             first_problem = first_problem or problem
         raise UserError(first_problem)
+
+    def warn_untrained_branches(self, task: GenerationTask) -> None:
+        """One warning per task when the sampler's extra passes (guidance's unconditional pass) show the model a
+        layout it never trained: the samples still come, but lean on an untrained branch."""
+        branches = getattr(self.sampler, "branch_requests", None)
+        if self.trained is None or branches is None:
+            return
+        space = self.model.token_space
+        for request in planned_requests(task, space):
+            for branch in branches(request, space=space):
+                layout = request_layout(branch)
+                missing = self.trained.missing(layout)
+                if missing is not None:
+                    log.warning(
+                        "task %r: guidance's unconditional pass shows the model `%s`, which it never trained: %s;"
+                        " remedy: %s, or guidance scale 0",
+                        task.name,
+                        layout,
+                        missing.what,
+                        missing.remedy,
+                    )
+                    return
 
     def _problem(self, task: GenerationTask, request: Any) -> str | None:
         """Why `request` cannot run: the sampler refuses it (a sampler's optional `check`), or the model never
