@@ -205,7 +205,7 @@ def main() -> None:
     atomic_write_text(stem.with_suffix(".json"), json.dumps(result, indent=2, default=str))
     lines = [
         f"MAGVLT from `{args.recipe}` {' '.join(args.overrides)}: {result['parameters']:,} parameters, {args.threads} thread(s);"
-        f" accuracy by the Shapes oracles on {args.prompts} held-out test prompts per task, maskgit sampler defaults,"
+        f" accuracy by the Shapes oracles on {args.prompts} held-out {args.split} prompts per task, sampler options {args.sampler},"
         " one candidate",
         "",
         "| step | train s | " + " | ".join(REPORTED) + " | load avg |",
