@@ -227,22 +227,22 @@ def test_a_file_that_is_no_checkpoint(tmp_path):
     assert re.fullmatch(re.escape(prefix) + r"[^\n]+ " + re.escape(NOTHING_RUN), str(caught.value))
 
 
-# ---- the README's command --------------------------------------------------------------
+# ---- docs/taming.md's command ---------------------------------------------------------------
 
 REPO = Path(__file__).resolve().parent.parent
 
 
-def readme_command() -> list[str]:
-    """The one command of the README's "Using the released taming VQ-GAN", as argv after `mmgen`."""
-    section = (REPO / "README.md").read_text().split("### Using the released taming VQ-GAN")[1]
+def documented_command() -> list[str]:
+    """The one command of docs/taming.md, as argv after `mmgen`."""
+    section = (REPO / "docs" / "taming.md").read_text()
     [line] = [line for line in section.splitlines() if line.startswith(".venv/bin/mmgen run ")]
     return shlex.split(line)[1:]
 
 
-def test_the_readme_command_loads_a_downloaded_last_ckpt(tmp_path, monkeypatch):
+def test_the_documented_command_loads_a_downloaded_last_ckpt(tmp_path, monkeypatch):
     monkeypatch.delenv("MMGEN_PLUGINS", raising=False)
     monkeypatch.chdir(tmp_path)
-    args = readme_command()
+    args = documented_command()
     assert args[:2] == ["run", "recipes/quickstart.yaml"]
     (tmp_path / "vqgan_imagenet_f16_16384").mkdir()
     save_lightning_1x(tmp_path / "vqgan_imagenet_f16_16384" / "last.ckpt", random_taming_state(), monkeypatch)
