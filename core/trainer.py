@@ -162,12 +162,14 @@ class Trainer:
         tracker: Any = None,
         device: str | torch.device = "cpu",
         quiet: bool = False,
+        progress_desc: str = "train",
     ) -> None:
         self.config = config
         self.out_dir = Path(out_dir)
         self.tracker = tracker
         self.device = torch.device(device)
         self.quiet = quiet
+        self.progress_desc = progress_desc  # names the run in its bar / log lines: "train", "vqgan", "clip"
         self.checkpoints = ckpt.CheckpointDir(self.out_dir / "checkpoints", keep_last=config.keep_last)
         self.ema: EMA | None = None
         self.optimizer: torch.optim.AdamW | None = None
@@ -408,7 +410,7 @@ class Trainer:
     def _progress_bar(self, start_step: int, ctx: distributed.DistContext) -> Any:
         # A bar on a terminal, a log line every 30 s otherwise; `mmgen -q` and the tests turn it off.
         enabled = not self.quiet and ctx.is_main
-        return progress(total=self.config.steps, initial=start_step, desc="train", unit="step", enabled=enabled)
+        return progress(total=self.config.steps, initial=start_step, desc=self.progress_desc, unit="step", enabled=enabled)
 
     def _sample(self, run: _Run, sample_fn: Callable[[nn.Module, int], None], step: int) -> None:
         if run.ctx.mode != "fsdp" and not run.ctx.is_main:

@@ -89,6 +89,7 @@ class ProtocolRegistry(StageRegistry):
     def __init__(self, outputs):
         super().__init__(outputs)
         self.spy = None
+        self.spies = []  # every sampler built: the stage's, then any protocol's own
 
     def get(self, kind, name):
         fakes = {("rerankers", "token_sum"): SumReranker, ("refiners", "blue"): BlueRefiner}
@@ -99,6 +100,7 @@ class ProtocolRegistry(StageRegistry):
         built = super().build(spec, **deps)
         if spec.kind == "samplers":
             self.spy = built = SpySampler(built)
+            self.spies.append(built)
         return built
 
 
@@ -134,6 +136,18 @@ def run_stages(tmp_path, protocols):
     eval_inputs = StageInputs({"generate": gen_dir}, uses={"generate": "generate"}, registry=stages)
     evaluate.run(StageContext(out_dir=eval_dir, inputs=eval_inputs, registry=stages, tracker=tracker, seed=0))
     return stages, tracker, gen_dir, eval_dir
+
+
+def test_a_protocol_may_draw_its_candidates_with_its_own_sampler(tmp_path):
+    own = {"use": "maskgit", "variable": {"steps": 2, "temperature": 0.7}}
+    protocols = {"i2t": {"varied": {"candidates": 2, "rerank": "token_sum", "sampler": own}}}
+    stages, _, gen_dir, _ = run_stages(tmp_path, protocols)
+    stage_sampler, protocol_sampler = stages.spies
+    assert protocol_sampler.inner.variable.temperature == 0.7 and stage_sampler.inner.variable.temperature != 0.7
+    # The stage's sampler: the warm-up prompt of each task and one_sample; the protocol's: 2 prompts x 2 candidates.
+    assert [request.segments[0].tokens.shape[0] for request, _ in stage_sampler.seen] == [1, 1, 2, 2]
+    assert [request.segments[0].tokens.shape[0] for request, _ in protocol_sampler.seen] == [4]
+    assert list(GenerateStage.load(gen_dir)) == ["one_sample", "varied"]
 
 
 def test_each_protocol_is_generated_timed_and_evaluated_side_by_side(tmp_path):

@@ -198,6 +198,18 @@ def test_sample_fn_without_sample_every_runs_once_at_the_end(tmp_path):
     assert calls == [(6, False)]
 
 
+def test_progress_lines_name_the_run(tmp_path, caplog, monkeypatch):
+    # Off a terminal the trainer writes one progress line at the end (and one every 30 s), named by
+    # `progress_desc` so the tokenizer's, MAGVLT's and CLIP's runs can be told apart in one log.
+    monkeypatch.delenv("MMGEN_NO_PROGRESS", raising=False)
+    trainer = Trainer(small_config(), out_dir=tmp_path, progress_desc="vqgan")
+    with caplog.at_level("INFO", logger="mmgen.progress"):
+        trainer.fit(TinyMLP(), loss_fn=plain_mse_loss, stream=trainer.make_stream(make_data(), collate=collate))
+    lines = [r.getMessage() for r in caplog.records]
+    assert len(lines) == 1 and lines[0].startswith("vqgan 6/6 step (100%), "), lines
+    assert ", loss=" in lines[0] and ", lr=" in lines[0]
+
+
 def test_stream_batch_size_must_match_the_micro_batch(tmp_path):
     trainer = Trainer(small_config(batch_size=8, grad_accum=2), out_dir=tmp_path, quiet=True)
     from mmgen.data_stream import BatchStream

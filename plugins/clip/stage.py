@@ -84,6 +84,7 @@ class ClipStage:
             out_dir=ctx.out_dir / "trainer",
             tracker=ctx.tracker,
             device=ctx.device,
+            progress_desc="clip",
         )
         trainer.fit(model, loss_fn=clip_loss, stream=trainer.make_stream(dataset, collate=collate))
         if not trainer.is_main:

@@ -144,12 +144,21 @@ class GenerateStage:
         ]
         tasks = {spec.use: ctx.registry.build(spec) for spec in config.tasks}
         prompts = {name: task.prompts(examples) for name, task in tasks.items()}
-        # Every protocol's reranker and refiner built, and every mismatch found, before any sampling.
-        built = {}
+        # Every protocol's sampler, reranker and refiner built, and every mismatch found, before any sampling.
+        built, pipelines = {}, {}
         for name, task in tasks.items():
             for protocol, options in config.task_protocols(name).items():
                 built[protocol, name] = build_protocol(options, registry=ctx.registry, deps=deps)
-                pipeline.check(task, prompts[name], candidates=options.candidates, **built[protocol, name])
+                pipelines[protocol, name] = (
+                    pipeline
+                    if options.sampler is None
+                    else GenerationPipeline(
+                        model=model, tokenizers=tokenizers, sampler=ctx.registry.build(options.sampler), device=ctx.device
+                    )
+                )
+                pipelines[protocol, name].check(
+                    task, prompts[name], candidates=options.candidates, **built[protocol, name]
+                )
         seed = ctx.seed if config.seed is None else config.seed
         # One untimed prompt per task first: one-off costs (allocation, kernel set-up) would otherwise count
         # against whichever protocol runs first, one_sample.
@@ -163,7 +172,7 @@ class GenerateStage:
             for name in [name for p, name in built if p == protocol]:
                 options = config.task_protocols(name)[protocol]
                 made, timings[name] = run_protocol(
-                    pipeline,
+                    pipelines[protocol, name],
                     tasks[name],
                     prompts[name],
                     candidates=options.candidates,

@@ -35,11 +35,16 @@ SECONDS = ("seconds", "seconds_per_output")
 
 @attrs.frozen(kw_only=True)
 class ProtocolOptions:
-    """`candidates` samples per prompt, the `rerank`er's best of them, then the `refine`r (each optional)."""
+    """`candidates` samples per prompt, the `rerank`er's best of them, then the `refine`r (each optional).
+
+    `sampler` draws this protocol's candidates in place of the stage's sampler: candidates for a reranker
+    want more variety than the one sample the stage's settings are tuned for (e.g. captions at temperature
+    0.5 where one sample is best at 0.1)."""
 
     candidates: int = attrs.field(default=1, validator=positive)
     rerank: Spec | None = optional_component("rerankers")
     refine: Spec | None = optional_component("refiners")
+    sampler: Spec | None = optional_component("samplers")
 
     def __attrs_post_init__(self) -> None:
         if self.candidates > 1 and self.rerank is None:

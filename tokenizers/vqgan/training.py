@@ -142,7 +142,9 @@ def train_autoencoder(
     a uint8 [N, 3, H, W] tensor (None: no evaluation).
     """
     trainee = VQGANTrainee(autoencoder, loss)
-    trainer = Trainer(train.trainer_config(seed=seed), out_dir=out_dir, tracker=tracker, device=device, quiet=True)
+    # Minutes of work on a CPU: a bar on a terminal, a log line every 30 s (step, loss, rate, ETA) elsewhere.
+    config = train.trainer_config(seed=seed)
+    trainer = Trainer(config, out_dir=out_dir, tracker=tracker, device=device, progress_desc="vqgan")
     stream = trainer.make_stream(train_images, collate=stack_images)
     results: dict[str, float] = {}
     clock = {"start": time.perf_counter(), "paused": 0.0}
