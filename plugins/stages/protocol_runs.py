@@ -9,7 +9,8 @@ others per task:
       t2i: {clip: {candidates: 32, rerank: clip}}                  # MAGVLT's protocol (sec. 4.2)
       i2t:
         clip: {candidates: 64, rerank: clip}
-        cycle: {candidates: 32, rerank: {use: cycle}, refine: {use: caption_refine}}
+        cycle: {candidates: 32, rerank: {use: cycle}, refine: {use: caption_refine},
+                sampler: {use: maskgit, variable: {temperature: 0.5}}}   # its own sampler (default: the stage's)
 
 The stage writes each protocol's generations to `<protocol>/`, what each protocol ran (tasks, prompts,
 candidates, reranker, refiner) to `protocols.json`, and the seconds each task took under each protocol to
