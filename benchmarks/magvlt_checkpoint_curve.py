@@ -37,7 +37,7 @@ from mmgen.config import structure_spec
 from mmgen.generation.pipeline import GenerationPipeline
 from mmgen.plugins.datasets.shapes.metric import ShapesAccuracy
 from mmgen.plugins.tasks.builtin import ImageToText, TextToImage
-from mmgen.plugins.stages.train_model import build_training
+from mmgen.plugins.stages.train_model import training_from_config
 from mmgen.recipe import read_yaml, structure_recipe
 from mmgen.registry import load_registry
 from mmgen.tokenizers.saved import load_saved_tokenizers
@@ -118,15 +118,7 @@ def main() -> None:
     tokenizers = load_saved_tokenizers(folders["tokenizers"], registry)
     structured = structure_recipe({**recipe, "tracker": {"use": "none"}}, registry=registry, source=args.recipe)
     config = next(entry.spec for entry in structured.stages if entry.key == "train").config
-    model = build_training(
-        model=config.model,
-        objectives=config.objectives,
-        tasks=config.tasks,
-        seed=config.trainer.seed,
-        registry=registry,
-        tokenizers=tokenizers,
-        condition_dropout=config.condition_dropout,
-    ).model
+    model = training_from_config(config, registry=registry, tokenizers=tokenizers).model
     sampler_data = yaml.safe_load(args.sampler) if args.sampler else recipe["stages"]["generate"].get("sampler", "maskgit")
     sampler = registry.build(structure_spec("samplers", sampler_data, path="sampler", registry=registry))
     records = read_records(folders["data"], args.split, limit=args.prompts)

@@ -35,7 +35,7 @@ from mmgen.generation.pipeline import GenerationPipeline
 from mmgen.guidance import GuidanceOptions
 from mmgen.plugins.datasets.cache_stage import TokenCache
 from mmgen.plugins.datasets.shapes.metric import ShapesAccuracy
-from mmgen.plugins.stages.train_model import TRAIN_SPLIT, build_training
+from mmgen.plugins.stages.train_model import TRAIN_SPLIT, training_from_config
 from mmgen.plugins.tasks.builtin import ImageToText, TextToImage
 from mmgen.recipe import apply_overrides, read_yaml, structure_recipe
 from mmgen.registry import load_registry
@@ -135,15 +135,7 @@ def main() -> None:
         tokenizers=tokenizers,
         caption_weights=config.caption_weights,
     )
-    training = build_training(
-        model=config.model,
-        objectives=config.objectives,
-        tasks=config.tasks,
-        seed=config.trainer.seed,
-        registry=registry,
-        tokenizers=tokenizers,
-        condition_dropout=config.condition_dropout,
-    )
+    training = training_from_config(config, registry=registry, tokenizers=tokenizers)
     evaluate = Evaluation(
         folders=folders,
         tokenizers=tokenizers,

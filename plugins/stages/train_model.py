@@ -98,6 +98,19 @@ def build_training(
     )
 
 
+def training_from_config(config: Any, *, registry: Any, tokenizers: Any) -> Training:
+    """build_training with a train stage's Config (model, objectives, tasks, trainer seed, condition dropout)."""
+    return build_training(
+        model=config.model,
+        objectives=config.objectives,
+        tasks=config.tasks,
+        seed=config.trainer.seed,
+        registry=registry,
+        tokenizers=tokenizers,
+        condition_dropout=config.condition_dropout,
+    )
+
+
 def check_attention(model: Spec, objectives: Sequence[Spec], *, registry: Any) -> None:
     """Refuse objectives that train another attention than the model's (causal_lm: argvlt; mask, ...: magvlt).
 
@@ -250,15 +263,7 @@ def train_and_save(
     from mmgen.api import Trainer, env_world
     from mmgen.plugins.models.saved import save_trained_model
 
-    training = build_training(
-        model=config.model,
-        objectives=config.objectives,
-        tasks=config.tasks,
-        seed=config.trainer.seed,
-        registry=registry,
-        tokenizers=tokenizers,
-        condition_dropout=config.condition_dropout,
-    )
+    training = training_from_config(config, registry=registry, tokenizers=tokenizers)
     trainer = Trainer(config.trainer, out_dir=Path(out_dir) / "trainer", tracker=tracker, device=device)
     if tracker is not None and env_world()[0] == 0:
         # Counted before training: an FSDP-sharded module holds only its rank's share.
