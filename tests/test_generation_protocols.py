@@ -150,6 +150,16 @@ def test_a_protocol_may_draw_its_candidates_with_its_own_sampler(tmp_path):
     assert list(GenerateStage.load(gen_dir)) == ["one_sample", "varied"]
 
 
+def test_a_protocol_may_run_on_the_first_prompts_only(tmp_path):
+    protocols = {"i2t": {"best": {"candidates": 2, "rerank": "token_sum", "prompts": 1}}}
+    stages, _, gen_dir, eval_dir = run_stages(tmp_path, protocols)
+    # Warm-up t2i and i2t, one_sample t2i and i2t on both prompts, then `best` on the first: 1 x 2 candidates.
+    assert [request.segments[0].tokens.shape[0] for request, _ in stages.spy.seen] == [1, 1, 2, 2, 2]
+    runs = GenerateStage.load(gen_dir)
+    assert [g.key for g in runs["best"].generations] == ["val-0"] and runs["best"].timings["i2t"]["prompts"] == 1
+    assert "| i2t | task_count n | 2 | 1 |" in (eval_dir / "results.md").read_text().splitlines()
+
+
 def test_each_protocol_is_generated_timed_and_evaluated_side_by_side(tmp_path):
     stages, tracker, gen_dir, eval_dir = run_stages(tmp_path, PROTOCOLS)
     # Sampler calls: one untimed warm-up prompt per task, then protocol by protocol (one_sample first),
@@ -233,6 +243,7 @@ def test_the_older_keys_describe_one_more_protocol_named_by_its_components():
         ),
         ({"protocols": {"t2i": {"x": {"rerank": "clipp"}}}}, r"protocols.t2i.x.rerank.use: no reranker named 'clipp'"),
         ({"protocols": {"t2i": {"best/of": {}}}}, r"protocols.t2i: name 'best/of' is a folder and a metric prefix"),
+        ({"protocols": {"t2i": {"x": {"prompts": 0}}}}, r"protocols.t2i.x.prompts"),
     ],
 )
 def test_protocol_mistakes_are_one_clear_line(data, message):

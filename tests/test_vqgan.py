@@ -152,6 +152,28 @@ def test_l2_lookup_ignores_magnitudes():
     torch.testing.assert_close(out.quantized.norm(dim=1), torch.ones(1, 1, 2))
 
 
+def test_twins_are_reported_as_their_lowest_id_whatever_the_float_path():
+    q = VectorQuantizer(codebook_size=5, dim=2, l2_normalize=False)
+    # 0, 2 and 4 are one twin group (4 is 1e-5 from 2, 2e-5 from 0); 1 and 3 are 1e-3 apart: not twins.
+    q.codebook.data = torch.tensor([[1.0, 0.0], [0.0, 1.0], [1.0, 1e-5], [0.0, 1.001], [1.0, 2e-5]])
+    assert q.canonical.tolist() == [0, 1, 2, 3, 4]  # until merged, every id is itself
+    assert q.merge_twins() == 2
+    assert q.canonical.tolist() == [0, 1, 0, 3, 0]
+    # A latent nearest to twin 4 (or 2) is reported as 0; the one nearest to 3 stays 3.
+    z = torch.tensor([[1.0, 3e-5], [1.0, 1.1e-5], [0.0, 1.01], [0.0, 0.99]]).T.reshape(1, 2, 1, 4)
+    assert q(z).codes.tolist() == [[[0, 0, 3, 1]]]
+    assert "canonical" not in q.state_dict()  # derived from the codebook, not saved
+
+
+def test_a_loaded_tokenizer_merges_its_twins(tmp_path):
+    torch.manual_seed(0)
+    autoencoder = VQAutoencoder(PRESETS["tiny"])
+    autoencoder.quantizer.codebook.data[5] = autoencoder.quantizer.codebook.data[2]
+    VQGANTokenizer(autoencoder=autoencoder).save(tmp_path)
+    loaded = VQGANTokenizer.load(tmp_path)
+    assert loaded.merged_twins == 1 and int(loaded.autoencoder.quantizer.canonical[5]) == 2
+
+
 def test_first_training_step_places_the_codebook_on_latents():
     q = VectorQuantizer(codebook_size=4, dim=2, l2_normalize=False).train()
     latents = torch.arange(1.0, 17.0).reshape(1, 2, 2, 4)

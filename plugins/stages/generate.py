@@ -174,7 +174,7 @@ class GenerateStage:
                 made, timings[name] = run_protocol(
                     pipelines[protocol, name],
                     tasks[name],
-                    prompts[name],
+                    prompts[name][: options.prompts],
                     candidates=options.candidates,
                     **built[protocol, name],
                     seed=seed,

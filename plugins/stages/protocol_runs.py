@@ -26,7 +26,7 @@ from typing import Any
 
 import attrs
 
-from mmgen.api import Spec, atomic_write_text, load_generations, optional_component, positive
+from mmgen.api import Spec, atomic_write_text, load_generations, optional_component, positive, positive_or_none
 
 ONE_SAMPLE = "one_sample"
 PROTOCOLS_FILE = "protocols.json"
@@ -40,9 +40,12 @@ class ProtocolOptions:
 
     `sampler` draws this protocol's candidates in place of the stage's sampler: candidates for a reranker
     want more variety than the one sample the stage's settings are tuned for (e.g. captions at temperature
-    0.5 where one sample is best at 0.1)."""
+    0.5 where one sample is best at 0.1). `prompts` runs it on the first that many of the stage's prompts
+    only (unset: all): search costs 10-40x one sample, and the evaluate stage's table shows each
+    protocol's n beside its accuracy."""
 
     candidates: int = attrs.field(default=1, validator=positive)
+    prompts: int | None = attrs.field(default=None, validator=positive_or_none)
     rerank: Spec | None = optional_component("rerankers")
     refine: Spec | None = optional_component("refiners")
     sampler: Spec | None = optional_component("samplers")

@@ -9,6 +9,13 @@ quantizer counts every code as never used, so the first training step with
 restarts places the whole codebook on real latents (a data-dependent init, as
 SoundStream's k-means init): with a random codebook a few codes catch every
 latent, the decoder learns to ignore them, and training can stall there.
+
+Restarts leave twins: codes moved onto the same (or nearly the same) latent,
+mostly blank canvas. Which twin a latent gets then follows the float path
+(batch size, torch's AVX-512 / AVX2 / scalar kernels, MKL's modes), and a model
+trained on one twin meets the other on another CPU. `merge_twins` maps every
+twin group to its lowest id after training, so encoding is the same on any
+float path; the entries stay, so every id still decodes.
 """
 
 from __future__ import annotations
@@ -20,6 +27,10 @@ from torch import nn
 
 
 NEVER_USED = 2**62
+# Entries closer than this (relative to the RMS entry norm, in lookup space) are twins. On the Shapes
+# VQ-GAN after 5,000 updates nearest-neighbour distances are 0 (106 codes), 1e-8 to 1e-4 (71), then
+# a gap to 1e-3 and above (335): a latent cannot tell entries 1e-4 apart from float noise (~1e-7) often.
+TWIN_TOLERANCE = 1e-4
 
 
 def _distributed() -> bool:
@@ -59,6 +70,9 @@ class VectorQuantizer(nn.Module):
         self.codebook = nn.Parameter(weight)
         # Training steps since each code was last picked; drives dead-code restarts.
         self.register_buffer("steps_unused", torch.full((codebook_size,), NEVER_USED, dtype=torch.long))
+        # The id each lookup result is reported as: itself, or its twin group's lowest id after `merge_twins`.
+        # Derived from the codebook, so it is not saved: a loaded quantizer merges again.
+        self.register_buffer("canonical", torch.arange(codebook_size), persistent=False)
 
     def entries(self) -> torch.Tensor:
         """The codebook as used for lookup: [K, D]."""
@@ -72,9 +86,23 @@ class VectorQuantizer(nn.Module):
         """Index of the nearest entry for each row of `flat` [N, D] (already normalised if l2)."""
         entries = self.entries()
         if self.l2_normalize:
-            return (flat @ entries.T).argmax(dim=1)
+            return self.canonical[(flat @ entries.T).argmax(dim=1)]
         distances = flat.pow(2).sum(1, keepdim=True) - 2 * flat @ entries.T + entries.pow(2).sum(1)[None]
-        return distances.argmin(dim=1)
+        return self.canonical[distances.argmin(dim=1)]
+
+    @torch.no_grad()
+    def merge_twins(self, *, tolerance: float = TWIN_TOLERANCE) -> int:
+        """Report every entry within `tolerance` (relative) of a lower id as that id's group's lowest id from
+        now on; returns how many ids are merged away. In float64, so the groups do not depend on the CPU."""
+        entries = self.entries().detach().to("cpu", torch.float64)
+        scale = entries.pow(2).sum(1).mean().sqrt()
+        close = torch.cdist(entries, entries) <= tolerance * scale
+        canonical = torch.arange(self.codebook_size)
+        for code in range(self.codebook_size):
+            first = int(close[code].nonzero()[0])  # itself at the latest: the diagonal is 0
+            canonical[code] = canonical[first]
+        self.canonical = canonical.to(self.codebook.device)
+        return int((canonical != torch.arange(self.codebook_size)).sum())
 
     def forward(self, z: torch.Tensor, *, restart: Restart | None = None) -> Quantized:
         b, d, h, w = z.shape

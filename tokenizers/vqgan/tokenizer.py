@@ -8,6 +8,7 @@ preset `f16_16384`, loadable with `taming_checkpoint`) turning 256x256 pixels in
 from __future__ import annotations
 
 import io
+import logging
 from pathlib import Path
 from typing import Any, Callable, ClassVar, Literal, Sequence
 
@@ -24,6 +25,8 @@ from .autoencoder import VQAutoencoder, pixels_to_unit, unit_to_pixels
 from .losses import LossConfig
 from .presets import PRESETS
 from .training import ImageItems, PrefixedTracker, TrainConfig, train_autoencoder
+
+log = logging.getLogger(__name__)
 
 CONFIG_FILE = "vqgan.json"
 WEIGHTS_FILE = "weights.pt"
@@ -114,6 +117,7 @@ class VQGANTokenizer:
         pretrained: bool = False,
     ) -> None:
         self.autoencoder = autoencoder.eval().requires_grad_(False)
+        self.merged_twins = self.autoencoder.quantizer.merge_twins()
         self.modality = modality
         self.batch_size = batch_size
         self.loss = loss
@@ -175,6 +179,11 @@ class VQGANTokenizer:
             on_eval=on_eval,
         )
         self.autoencoder = trained.cpu().eval().requires_grad_(False)
+        self.merged_twins = self.autoencoder.quantizer.merge_twins()
+        self.train_metrics["merged_twins"] = float(self.merged_twins)
+        log.info("vqgan: %d of %d codes are twins of a lower id, merged into it", self.merged_twins, self.architecture.codebook_size)
+        if tracker is not None:
+            tracker.log_metrics({f"{self.modality}/merged_twins": float(self.merged_twins)})
 
     # ---- the Tokenizer protocol ------------------------------------------------
 
@@ -225,11 +234,11 @@ class VQGANTokenizer:
 
     def _encode_block(self, images: torch.Tensor) -> torch.Tensor:
         """Codes of up to `batch_size` images, always encoded as a full block of `batch_size` (padded with
-        blank images). Why: dead-code restarts can leave twin codebook entries (equal to ~1e-7), and which
-        twin a latent gets follows the float path of the convolutions, which changes with the batch
-        size. In full blocks an image gets the same codes alone as in the token cache's batches, the
-        codes the transformer trained on (on the shipped Shapes VQ-GAN, 84% of one image's codes differ
-        otherwise)."""
+        blank images). Why: which of two nearly equal entries a latent gets follows the float path of the
+        convolutions, which changes with the batch size. Twins are merged (quantizer.merge_twins); in full
+        blocks an image gets the same codes alone as in the token cache's batches even for the entries
+        that are close but not twins (before twins were merged, 84% of one image's codes on the Shapes
+        VQ-GAN of commit 831e02e differed otherwise)."""
         rows = len(images)
         if rows < self.batch_size:
             images = torch.cat([images, images.new_zeros(self.batch_size - rows, *images.shape[1:])])
