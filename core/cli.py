@@ -189,9 +189,11 @@ def plugins() -> None:
 
 
 def _add_core_commands() -> None:
+    from .compare_command import compare
     from .generate_command import generate
     from .verify_command import verify
 
+    main.add_command(compare)
     main.add_command(generate)
     main.add_command(verify)
 
