@@ -11,6 +11,7 @@ import os
 import sys
 import traceback
 from pathlib import Path
+from typing import Any
 
 import click
 
@@ -118,15 +119,45 @@ def main(ctx: click.Context, verbose: int, quiet: int) -> None:
     metavar="STAGE=DIR",
     help="Take a finished stage folder from elsewhere (e.g. shipped checkpoints) as that stage's output.",
 )
-def run(recipe: Path, overrides: tuple[str, ...], force: bool, dry_run: bool, reused: tuple[str, ...]) -> None:
-    """Run RECIPE: its stages in order, tracked as one MLflow run."""
+@click.option(
+    "--jobs", type=click.IntRange(min=1), default=1, show_default=True, help="A sweep's variants at once (local backend)."
+)
+@click.option(
+    "--backend", type=click.Choice(["local", "ray"]), default="local", show_default=True, help="Where a sweep's variants run."
+)
+@click.option(
+    "--ray-address", default=None, metavar="ADDRESS", help="Ray cluster for --backend ray (default: RAY_ADDRESS, else local)."
+)
+@click.option("--gpus", type=click.FloatRange(min=0), default=0.0, help="GPUs each variant asks Ray for.")
+def run(
+    recipe: Path,
+    overrides: tuple[str, ...],
+    force: bool,
+    dry_run: bool,
+    reused: tuple[str, ...],
+    jobs: int,
+    backend: str,
+    ray_address: str | None,
+    gpus: float,
+) -> None:
+    """Run RECIPE: its stages in order, tracked as one MLflow run.
+
+    A recipe with a `sweep:` section runs each of its variants as a child run of one parent run
+    (docs/sweeps.md); running it again skips the variants that finished.
+    """
     import yaml
 
-    from .recipe import load_recipe
+    from .recipe import load_recipe, read_yaml
     from .runner import check_reuse
+    from .sweep import has_sweep
 
     # Every check before any work: a bad recipe or --reuse stops here, before a tracker run opens.
     registry = _registry()
+    if has_sweep(read_yaml(recipe)):
+        if reused or force:
+            raise click.UsageError("--reuse and --force are for one recipe, not a sweep")
+        options = dict(jobs=jobs, backend=backend, ray_address=ray_address, gpus=gpus)
+        return _run_sweep(recipe, overrides, dry_run=dry_run, registry=registry, **options)
     loaded = load_recipe(recipe, registry=registry, overrides=overrides)
     reuse = dict(_key_path(text) for text in reused)
     check_reuse(loaded, reuse)
@@ -139,6 +170,22 @@ def run(recipe: Path, overrides: tuple[str, ...], force: bool, dry_run: bool, re
     results = run_recipe(loaded, registry=registry, force=force, tracker=tracker, reuse=reuse)
     for line in run_summary(results, registry=registry, tracker=tracker):
         click.echo(line)
+
+
+def _run_sweep(recipe: Path, overrides: tuple[str, ...], *, dry_run: bool, registry: Any, **options: Any) -> None:
+    from .sweep import load_sweep
+    from .sweep_runner import describe, run_sweep, summary
+
+    sweep = load_sweep(recipe, registry=registry, overrides=overrides)
+    if dry_run:
+        for line in describe(sweep, registry=registry):
+            click.echo(line)
+        return
+    outcome = run_sweep(sweep, registry=registry, **options)
+    for line in summary(outcome):
+        click.echo(line)
+    if outcome.failed:
+        sys.exit(1)
 
 
 def _key_path(text: str) -> tuple[str, Path]:

@@ -4,7 +4,8 @@
         bar.update(1)
         bar.set_postfix(loss="2.31")
 
-Off with `mmgen -q` and in the test suite (MMGEN_NO_PROGRESS).
+Off with `mmgen -q` and in the test suite (MMGEN_NO_PROGRESS); log lines even on a terminal with
+MMGEN_PROGRESS=log (a sweep's parallel variants, each logging to its own file).
 """
 
 from __future__ import annotations
@@ -31,7 +32,7 @@ def progress(
 ) -> Any:
     """A tqdm bar when stderr is a terminal, else a LogProgress; a silent one when disabled."""
     enabled = enabled and not os.environ.get("MMGEN_NO_PROGRESS")
-    if enabled and sys.stderr.isatty():
+    if enabled and sys.stderr.isatty() and os.environ.get("MMGEN_PROGRESS") != "log":
         from tqdm import tqdm
 
         return tqdm(total=total, initial=initial, desc=desc, unit=unit, dynamic_ncols=True)

@@ -222,7 +222,16 @@ class Tracker(Protocol):
 
     name: ClassVar[str]
 
-    def start(self, *, run_name: str, tags: Mapping[str, str] | None = None) -> None: ...
+    def start(
+        self,
+        *,
+        run_name: str,
+        tags: Mapping[str, str] | None = None,
+        parent_run_id: str | None = None,
+        run_id: str | None = None,
+    ) -> None:
+        """Open a run; a sweep's variant is a child of `parent_run_id`, and `run_id` reopens a run to go on with it
+        (a tracker without such runs may ignore both)."""
 
     def log_params(self, params: Mapping[str, Any]) -> None: ...
 

@@ -189,6 +189,8 @@ def check_header_keys(data: Mapping[str, Any], stages_data: Mapping[str, Any], r
     for key in data:
         if key in RECIPE_KEYS:
             continue
+        if key == "sweep":
+            raise ConfigError("sweep", "a sweep recipe: run it with `mmgen run` (docs/sweeps.md), one variant at a time elsewhere")
         owners = [str(name) for name, options in stages_data.items() if key in _stage_options(name, options, registry)]
         if owners:
             hint = f"; it is an option of stage {' and '.join(map(repr, owners))}: put it under `stages.{owners[0]}`"

@@ -97,13 +97,10 @@ def run_recipe(
     reuse = {key: Path(folder) for key, folder in (reuse or {}).items()}
     check_reuse(recipe, reuse)
     tracker = tracker or registry.build(recipe.header.tracker)
-    resolved = recipe.to_data()
     tracker.start(run_name=recipe.name, tags={"mmgen.recipe": recipe.name})
     status = "FAILED"
     try:
-        tracker.log_params(flatten({k: v for k, v in resolved.items() if k != "tracker"}))
-        tracker.log_text(yaml.safe_dump(resolved, sort_keys=False), file_name="recipe.yaml")
-        results = _run_stages(recipe, registry=registry, tracker=tracker, force=force, reuse=reuse)
+        results = run_tracked(recipe, registry=registry, tracker=tracker, force=force, reuse=reuse)
         status = "FINISHED"
         return results
     except KeyboardInterrupt:
@@ -113,8 +110,36 @@ def run_recipe(
         tracker.end(status=status)
 
 
+def run_tracked(
+    recipe: Recipe,
+    *,
+    registry: Any,
+    tracker: Any,
+    force: bool = False,
+    reuse: Mapping[str, Path] | None = None,
+    wait_for_writers: bool = False,
+) -> list[StageResult]:
+    """The recipe's params and resolved YAML to the started `tracker` run, then its stages. With
+    `wait_for_writers` a stage folder another process is writing is waited for (a sweep's variants
+    that share it), not an error."""
+    resolved = recipe.to_data()
+    tracker.log_params(flatten({k: v for k, v in resolved.items() if k != "tracker"}))
+    tracker.log_text(yaml.safe_dump(resolved, sort_keys=False), file_name="recipe.yaml")
+    reuse = {key: Path(folder) for key, folder in (reuse or {}).items()}
+    return _run_stages(recipe, registry=registry, tracker=tracker, force=force, reuse=reuse, wait=wait_for_writers)
+
+
+def stage_folders(recipe: Recipe, *, registry: Any) -> dict[str, Path]:
+    """Each stage's folder as the runner would name it (no reuse): which folders a sweep's variants share."""
+    folders, upstream = {}, ""
+    for entry in recipe.stages:
+        upstream = stage_hash(entry.spec, upstream, registry=registry)
+        folders[entry.key] = stage_folder.folder(recipe.header.workdir, entry.key, upstream)
+    return folders
+
+
 def _run_stages(
-    recipe: Recipe, *, registry: Any, tracker: Any, force: bool, reuse: Mapping[str, Path]
+    recipe: Recipe, *, registry: Any, tracker: Any, force: bool, reuse: Mapping[str, Path], wait: bool = False
 ) -> list[StageResult]:
     device = resolve_device(recipe.header.device)
     artefacts: dict[str, Path] = {}
@@ -131,7 +156,7 @@ def _run_stages(
         else:
             digest = stage_hash(entry.spec, upstream, registry=registry)
             out_dir = stage_folder.folder(recipe.header.workdir, entry.key, digest)
-            with stage_folder.writer_lock(out_dir):
+            with stage_folder.writer_lock(out_dir, wait=wait):
                 if force and out_dir.exists():
                     shutil.rmtree(out_dir)
                 cached = stage_folder.is_done(out_dir)  # read under the lock: another process may just have finished

@@ -116,26 +116,21 @@ def unrecorded_files(directory: Path, done: dict[str, Any]) -> list[str]:
 
 
 @contextlib.contextmanager
-def writer_lock(directory: Path) -> Iterator[None]:
+def writer_lock(directory: Path, *, wait: bool = False) -> Iterator[None]:
     """Hold the advisory lock that makes this process the one writer of a stage folder.
 
     The lock is `flock` on a hidden file beside the folder, holding the writer's
     PID. The kernel drops it when its holder dies, so a lock left by a killed
-    process is taken over (and said so); a live holder gets StageBusy naming it.
+    process is taken over (and said so); a live holder gets StageBusy naming it,
+    or, with `wait` (a sweep's variants sharing a stage), is waited for: the
+    caller then finds the folder finished.
     """
     directory = Path(directory)
     directory.parent.mkdir(parents=True, exist_ok=True)
     lock_path = directory.with_name(f".{directory.name}.lock")
     fd = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o644)
     try:
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            holder = _read_pid(fd) or "unknown"
-            raise StageBusy(
-                f"{directory}: another process (PID {holder}) is running this stage; wait for it to finish, "
-                f"or stop it (`kill {holder}`) and run again to resume"
-            ) from None
+        _take_lock(fd, directory, wait=wait)
         previous = _read_pid(fd)
         if previous:
             log.warning("%s: taking over the lock of PID %s, which stopped without releasing it", directory, previous)
@@ -146,6 +141,21 @@ def writer_lock(directory: Path) -> Iterator[None]:
             _write_pid(fd, "")  # released cleanly: the next writer has nothing to take over
     finally:
         os.close(fd)  # closing the descriptor releases the flock
+
+
+def _take_lock(fd: int, directory: Path, *, wait: bool) -> None:
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        return
+    except BlockingIOError:
+        holder = _read_pid(fd) or "unknown"
+    if not wait:
+        raise StageBusy(
+            f"{directory}: another process (PID {holder}) is running this stage; wait for it to finish, "
+            f"or stop it (`kill {holder}`) and run again to resume"
+        )
+    log.info("%s: waiting for PID %s, which is running this stage", directory, holder)
+    fcntl.flock(fd, fcntl.LOCK_EX)
 
 
 def _read_pid(fd: int) -> str:

@@ -148,7 +148,16 @@ class MlflowTracker:
     def resolved_uri(self) -> str | None:
         return self.tracking_uri or os.environ.get("MLFLOW_TRACKING_URI")
 
-    def start(self, *, run_name: str, tags: Mapping[str, str] | None = None, parent_run_id: str | None = None) -> None:
+    def start(
+        self,
+        *,
+        run_name: str,
+        tags: Mapping[str, str] | None = None,
+        parent_run_id: str | None = None,
+        run_id: str | None = None,
+    ) -> None:
+        """Open a new run (a child of `parent_run_id` when given), or reopen run `run_id` to go on with it (a
+        sweep's interrupted variant, so it keeps one run in the UI)."""
         uri = self.resolved_uri()
         if uri:
             check_server(uri, timeout_s=self.check_timeout_s)
@@ -162,9 +171,23 @@ class MlflowTracker:
         run_tags = dict(tags or {})
         if parent_run_id:
             run_tags["mlflow.parentRunId"] = parent_run_id
-        run = client.create_run(experiment_id, run_name=run_name, tags=run_tags)
-        self._client, self.run_id, self.experiment_id = client, run.info.run_id, experiment_id
+        if run_id is not None:
+            client.update_run(run_id, status="RUNNING")
+            for key, value in run_tags.items():
+                client.set_tag(run_id, key, value)
+        else:
+            run_id = client.create_run(experiment_id, run_name=run_name, tags=run_tags).info.run_id
+        self._client, self.run_id, self.experiment_id = client, run_id, experiment_id
         log.info("MLflow run %s in experiment %r (%s)", self.run_id, self.experiment, self._uri)
+
+    @property
+    def store(self) -> str:
+        """The tracking URI in use once started, a local SQLite file as an absolute path (a sweep's workers,
+        wherever they run, log to the same store)."""
+        prefix = "sqlite:///"
+        if self._uri.startswith(prefix) and not self._uri[len(prefix) :].startswith("/"):
+            return prefix + str(Path(self._uri[len(prefix) :]).resolve())
+        return self._uri
 
     def location(self) -> str | None:
         """Where a person finds the run: its id, experiment, and the command that shows it."""
@@ -253,6 +276,11 @@ class MlflowTracker:
             if not file_name.endswith(".json"):
                 raise ValueError(f"MLflow keeps tables as .json files, got file_name {file_name!r}")
             self._require().log_table(self.run_id, data={k: list(v) for k, v in data.items()}, artifact_file=file_name)
+
+    def set_tag(self, key: str, value: str) -> None:
+        """A tag on the run (a sweep marks a failed variant's run with its error)."""
+        with self._reporting(f"tag {key}"):
+            self._require().set_tag(self.run_id, key, str(value)[:MAX_PARAM_LENGTH])
 
     def end(self, *, status: str = "FINISHED") -> None:
         if self._client is None or self.run_id is None or self._lost:

@@ -23,7 +23,14 @@ class NoneTracker:
     def from_config(cls, config: Config, **_: Any) -> NoneTracker:
         return cls()
 
-    def start(self, *, run_name: str, tags: Mapping[str, str] | None = None) -> None:
+    def start(
+        self,
+        *,
+        run_name: str,
+        tags: Mapping[str, str] | None = None,
+        parent_run_id: str | None = None,
+        run_id: str | None = None,
+    ) -> None:
         log.debug("run %s started (not tracked)", run_name)
 
     def log_params(self, params: Mapping[str, Any]) -> None:
