@@ -174,13 +174,18 @@ def describe(sweep: Sweep, *, registry: Any) -> list[str]:
     folders: dict[str, set[Path]] = {}
     for variant in sweep.variants:
         status = read_record(record_path(sweep, variant)).get("status", "not run")
-        sets = ", ".join(f"{k}={json.dumps(v)}" for k, v in variant.overrides.items()) or "(the recipe as written)"
+        sets = ", ".join(f"{k}={_brief(v)}" for k, v in variant.overrides.items()) or "(the recipe as written)"
         lines.append(f"  {variant.name:<28} {status:<9} {sets}")
         for key, path in stage_folders(variant.recipe, registry=registry).items():
             folders.setdefault(key, set()).add(path)
     shared = ", ".join(f"{key} {len(paths)}" for key, paths in folders.items())
     lines.append(f"stage folders across the variants (1: shared by all): {shared}")
     return lines
+
+
+def _brief(value: Any, limit: int = 48) -> str:
+    text = json.dumps(value, separators=(",", ":"))
+    return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
 def summary(outcome: SweepOutcome) -> list[str]:
