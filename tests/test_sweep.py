@@ -62,8 +62,9 @@ def registry():
 
 @pytest.fixture(scope="module")
 def store(tmp_path_factory) -> Path:
-    """The shared workdir (runs/) and MLflow store (mlflow.db) of the sweeps that run."""
-    return tmp_path_factory.mktemp("sweeps")
+    """The shared workdir (runs/) and MLflow store (mlflow.db) of the sweeps that run; resolved, as the sweep
+    resolves its workdir, so that paths in its records and logs compare equal to paths made here."""
+    return tmp_path_factory.mktemp("sweeps").resolve()
 
 
 def run_cli(*args: str) -> object:
@@ -483,6 +484,22 @@ def test_a_failing_variant_is_recorded_the_others_finish_and_a_rerun_retries_onl
     assert state(folder)["parent_run_id"] == parent_id
     runs = children(store, parent_id)  # the retry reopened its child run: still one per variant
     assert {name: run.info.status for name, run in runs.items()} == {"ok": "FINISHED", "bad_split": "FAILED"}
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="known gap: a stage found done logs nothing, so a variant every stage of which an earlier run finished "
+    "(another sweep, or this sweep before an edit) gets a child run without metrics, which mmgen compare then lacks",
+)
+def test_a_variant_whose_stages_an_earlier_sweep_finished_still_has_its_metrics(store, registry):
+    assert run_cli("run", str(write_sweep(store, "once", {"variants": {"first": MASK_SEED_0}}))).exit_code == 0
+    path = write_sweep(store, "twice", {"variants": {"again": MASK_SEED_0}})
+    folder = sweep_runner.state_dir(load_sweep(path, registry=registry))
+
+    result = run_cli("run", str(path))
+
+    assert result.exit_code == 0, result.output
+    assert I2T in children(store, state(folder)["parent_run_id"])["again"].data.metrics
 
 
 def test_a_killed_sweep_resumes_skipping_finished_variants_and_reopening_the_interrupted_child_run(
