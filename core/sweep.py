@@ -118,8 +118,30 @@ def structure_sweep(
         except RecipeError as exc:
             raise RecipeError(f"{label}: {blame_variant(str(exc), values, where, label)} (variant {name})") from None
         variants.append(Variant(name=name, group=group, seed=seed, overrides=values, recipe=recipe))
+    check_distinct(variants, registry=registry, label=label)
     keys = tuple(dict.fromkeys(key for *_, values in points for key in values))
     return Sweep(base=base, variants=tuple(variants), keys=keys, definition=definition)
+
+
+def check_distinct(variants: Sequence[Variant], *, registry: Any, label: str) -> None:
+    """Two variants with the same stage folders are one run: the second finds every stage done and repeats the
+    first's results. A seed axis over the recipe's `seed` alone does that, as the stages' hashes leave it out."""
+    from .runner import stage_folders
+
+    seen: dict[tuple[Path, ...], Variant] = {}
+    for variant in variants:
+        folders = tuple(stage_folders(variant.recipe, registry=registry).values())
+        first = seen.setdefault(folders, variant)
+        if first is not variant:
+            if first.group == variant.group:
+                where = f"{SWEEP_KEY}.seeds.keys"
+                hint = " (the recipe's `seed` is not): set stage seeds (stages.train.trainer.seed, ...)"
+            else:
+                where, hint = SWEEP_KEY, ": vary stage options (stages.<stage>.<option>)"
+            raise RecipeError(
+                f"{label}: {where}: variants {first.name} and {variant.name} run the same stages, so the second would"
+                f" only repeat the first's results: what sets them apart is no stage's option{hint}"
+            )
 
 
 def expand(definition: Any) -> list[tuple[str, str, int | None, dict[str, str], dict[str, Any]]]:

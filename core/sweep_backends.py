@@ -75,8 +75,11 @@ def run_ray(jobs: Sequence[VariantJob], done: Done, *, address: str | None, gpus
     if not ray.is_initialized():
         ray.init(address=address, log_to_driver=False)
     remote = ray.remote(run_variant)
+    # A task asking for more CPUs than any node has waits forever: ask for at most the largest node's.
+    most = max(1, max((node["Resources"].get("CPU", 0) for node in ray.nodes() if node.get("Alive")), default=1))
     refs = {
-        remote.options(num_cpus=job.threads, num_gpus=gpus, name=f"mmgen:{job.name}").remote(job): job for job in jobs
+        remote.options(num_cpus=min(job.threads, most), num_gpus=gpus, name=f"mmgen:{job.name}").remote(job): job
+        for job in jobs
     }
     log.info("ray: %d variants submitted to %s", len(refs), ray.get_runtime_context().gcs_address)
     while refs:
