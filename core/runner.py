@@ -163,6 +163,7 @@ def _run_stages(
                 if cached:
                     stage_folder.read_done(out_dir)  # an unreadable record is an error, not a finished stage
                     log.info("stage %s: already done in %s", entry.key, out_dir)
+                    _replay(entry, out_dir, registry=registry, tracker=tracker)
                 else:
                     # Only what the stage declared (checked when the recipe loaded): nothing else is reachable.
                     declared = {key for _, key in declared_inputs(entry.spec.config)}
@@ -198,6 +199,15 @@ def _run_stages(
             )
         )
     return results
+
+
+def _replay(entry: Any, out_dir: Path, *, registry: Any, tracker: Any) -> None:
+    """A done stage whose plugin can `replay` its results logs them to this run too, so every run (a sweep's
+    variant whose stages an earlier run finished) carries its metrics."""
+    replay = getattr(registry.get("stages", entry.spec.use), "replay", None)
+    if replay is not None:
+        stage_folder.verify(out_dir)
+        replay(out_dir, tracker=StageTracker(tracker, key=entry.key))
 
 
 @contextlib.contextmanager

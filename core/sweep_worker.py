@@ -79,7 +79,9 @@ def run_variant(job: VariantJob) -> dict[str, Any]:
             raise
         except Exception as exc:  # recorded, not raised: the other variants go on
             record.update(status=FAILED, error=one_line(exc))
-            log.error("variant %s failed: %s\n%s", job.name, record["error"], traceback.format_exc())
+            log.error("variant %s failed: %s", job.name, record["error"])
+            # The traceback: in a worker's log file always; on a terminal only with -v (one line otherwise).
+            log.log(logging.ERROR if job.log_file else logging.DEBUG, "%s", traceback.format_exc())
             if tracker is not None and hasattr(tracker, "set_tag"):
                 tracker.set_tag("mmgen.error", record["error"])
         finally:

@@ -191,8 +191,8 @@ def test_dry_run_lists_every_variant_and_the_stage_folders_and_runs_nothing(tmp_
     result = run_cli("run", str(path), "--dry-run")
 
     assert result.exit_code == 0, result.output
-    mask = f'{OBJECTIVES}=[{{"use": "mask"}}]'
-    length = f'{OBJECTIVES}=[{{"use": "mask"}}, {{"use": "target_length", "weight": 0.01}}]'
+    mask = f'{OBJECTIVES}=[{{"use":"mask"}}]'
+    length = f'{OBJECTIVES}=[{{"use":"mask"}},{{"use":"target_length","weigh...'  # values past 48 characters are cut
     seeds = [f"stages.train.trainer.seed={seed}, stages.generate.seed={seed}" for seed in (0, 1)]
     shared = "data 1, tokenizers 1, cache 1, train 4, generate 4, evaluate 4"
     assert result.output.splitlines() == [
@@ -486,11 +486,6 @@ def test_a_failing_variant_is_recorded_the_others_finish_and_a_rerun_retries_onl
     assert {name: run.info.status for name, run in runs.items()} == {"ok": "FINISHED", "bad_split": "FAILED"}
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="known gap: a stage found done logs nothing, so a variant every stage of which an earlier run finished "
-    "(another sweep, or this sweep before an edit) gets a child run without metrics, which mmgen compare then lacks",
-)
 def test_a_variant_whose_stages_an_earlier_sweep_finished_still_has_its_metrics(store, registry):
     assert run_cli("run", str(write_sweep(store, "once", {"variants": {"first": MASK_SEED_0}}))).exit_code == 0
     path = write_sweep(store, "twice", {"variants": {"again": MASK_SEED_0}})

@@ -50,6 +50,15 @@ class EvaluateStage:
         return json.loads((Path(directory) / METRICS_FILE).read_text(encoding="utf-8"))
 
     @classmethod
+    def replay(cls, directory: Path, *, tracker: Any) -> None:
+        """A run that finds this stage done still carries its results (a sweep's variant whose stages an earlier
+        run finished): the metrics and timings as written, logged again."""
+        for name in (METRICS_FILE, TIMINGS_FILE):
+            path = Path(directory) / name
+            if path.is_file():
+                tracker.log_metrics(json.loads(path.read_text(encoding="utf-8")))
+
+    @classmethod
     def summary(cls, directory: Path) -> list[str]:
         results = Path(directory) / RESULTS_FILE
         if results.is_file():
