@@ -56,7 +56,9 @@ class PluginGroup(click.Group):
             except Exception as exc:
                 if is_strict():
                     raise
-                click.echo(f"warning: plugin {impl.plugin_name} added no commands: {type(exc).__name__}: {exc}", err=True)
+                click.echo(
+                    f"warning: plugin {impl.plugin_name} added no commands: {type(exc).__name__}: {exc}", err=True
+                )
 
     def list_commands(self, ctx: click.Context) -> list[str]:
         self._load_plugin_commands()
@@ -120,13 +122,13 @@ def main(ctx: click.Context, verbose: int, quiet: int) -> None:
     help="Take a finished stage folder from elsewhere (e.g. shipped checkpoints) as that stage's output.",
 )
 @click.option(
-    "--jobs", type=click.IntRange(min=1), default=1, show_default=True, help="A sweep's variants at once (local backend)."
+    "--jobs", type=click.IntRange(min=1), default=1, show_default=True, help="Sweep variants at once (local)."
 )
 @click.option(
-    "--backend", type=click.Choice(["local", "ray"]), default="local", show_default=True, help="Where a sweep's variants run."
+    "--backend", type=click.Choice(["local", "ray"]), default="local", show_default=True, help="Where variants run."
 )
 @click.option(
-    "--ray-address", default=None, metavar="ADDRESS", help="Ray cluster for --backend ray (default: RAY_ADDRESS, else local)."
+    "--ray-address", metavar="ADDRESS", help="Ray cluster for --backend ray (default: RAY_ADDRESS, else local)."
 )
 @click.option("--gpus", type=click.FloatRange(min=0), default=0.0, help="GPUs each variant asks Ray for.")
 def run(
@@ -184,6 +186,19 @@ def _run_sweep(recipe: Path, overrides: tuple[str, ...], *, dry_run: bool, regis
     outcome = run_sweep(sweep, registry=registry, **options)
     for line in summary(outcome):
         click.echo(line)
+    compare = sweep.definition.get("compare")
+    if compare is not None and outcome.parent_run_id and outcome.store and len(outcome.failed) < len(outcome.records):
+        from .compare_command import compare as compare_command
+
+        click.echo("")
+        click.get_current_context().invoke(
+            compare_command,
+            target=outcome.parent_run_id,
+            patterns=tuple(compare.get("metrics", ())),
+            curve=compare.get("curve"),
+            tracking_uri=outcome.store,
+            out=outcome.state_dir / "compare",
+        )
     if outcome.failed:
         sys.exit(1)
 

@@ -9,6 +9,7 @@
       seeds:                            # repeats of every variant, for the spread
         values: [0, 1, 2]
         keys: [stages.train.trainer.seed, stages.generate.seed]   # what one seed sets
+      compare: {metrics: ["evaluate/one_sample/*/accuracy"]}      # `mmgen compare` when the sweep ends
 
 Variants x grid points x seeds, in that order. A variant's name is its variant name, its grid values
 (`lr=0.001`) and `seed=N`, joined by `/`; its group (what `mmgen compare` averages over seeds) is the
@@ -37,7 +38,7 @@ from .config import ConfigError, describe_value, did_you_mean
 from .recipe import RECIPE_KEYS, Recipe, RecipeError, _apply_overrides, read_yaml, structure_recipe
 
 SWEEP_KEY = "sweep"
-SWEEP_OPTIONS = ("variants", "grid", "seeds")
+SWEEP_OPTIONS = ("variants", "grid", "seeds", "compare")
 # One parent run, one experiment, one store of artefacts: a variant cannot move them.
 FIXED_KEYS = ("name", "workdir", "tracker")
 
@@ -156,6 +157,9 @@ def expand(definition: Any) -> list[tuple[str, str, int | None, dict[str, str], 
                 f"{SWEEP_KEY}.{option}",
                 f"unknown sweep option{did_you_mean(str(option), SWEEP_OPTIONS)} (options: {', '.join(SWEEP_OPTIONS)})",
             )
+    if not any(option in definition for option in SWEEP_OPTIONS[:3]):
+        raise ConfigError(SWEEP_KEY, "name what varies: variants, grid or seeds")
+    compare_options(definition.get("compare"))
     named = _variants(definition.get("variants"))
     grid = _grid(definition.get("grid"))
     seeds, seed_keys = _seeds(definition.get("seeds"))
@@ -177,6 +181,23 @@ def expand(definition: Any) -> list[tuple[str, str, int | None, dict[str, str], 
         name = group if seed is None else f"{group}/seed={seed}"
         points.append((name, group, seed, where, values))
     return points
+
+
+def compare_options(data: Any) -> dict[str, Any]:
+    """`compare: {metrics: [globs], curve: metric}`: the table `mmgen compare` prints when the sweep ends."""
+    where = f"{SWEEP_KEY}.compare"
+    if data is None:
+        return {}
+    if not isinstance(data, Mapping) or set(data) - {"metrics", "curve"}:
+        raise ConfigError(where, f"expected {{metrics: [metric globs], curve: metric}}, got {describe_value(data)}")
+    metrics, curve = data.get("metrics", []), data.get("curve")
+    if not isinstance(metrics, list) or not all(isinstance(m, str) and m for m in metrics):
+        raise ConfigError(
+            f"{where}.metrics", f"expected a list of metric names or globs, got {describe_value(metrics)}"
+        )
+    if curve is not None and not isinstance(curve, str):
+        raise ConfigError(f"{where}.curve", f"expected a metric name, got {describe_value(curve)}")
+    return {"metrics": list(metrics), "curve": curve}
 
 
 def _variants(data: Any) -> list[tuple[str, dict[str, Any]]]:

@@ -39,6 +39,7 @@ class SweepOutcome:
     parent_run_id: str | None
     state_dir: Path
     location: str | None  # where a person finds the parent run
+    store: str | None = None  # the tracking store, for `mmgen compare` (None: the tracker keeps no runs to compare)
 
     @property
     def failed(self) -> list[dict[str, Any]]:
@@ -127,7 +128,11 @@ def run_sweep(
         parent.end(status=status)
     location = getattr(parent, "location", None)
     return SweepOutcome(
-        records=ordered, parent_run_id=parent_id, state_dir=folder, location=location() if location else None
+        records=ordered,
+        parent_run_id=parent_id,
+        state_dir=folder,
+        location=location() if location else None,
+        store=store or getattr(parent, "store", None),
     )
 
 

@@ -281,7 +281,7 @@ BAD_SWEEPS = {
     ),
     "unknown sweep option": (
         broken({"seed": {"values": [0]}}),
-        "sweep.seed: unknown sweep option; did you mean 'seeds'? (options: variants, grid, seeds)",
+        "sweep.seed: unknown sweep option; did you mean 'seeds'? (options: variants, grid, seeds, compare)",
     ),
     "a key set by a variant and the grid": (
         broken({"grid": {OBJECTIVES: [MASK]}}),
@@ -309,7 +309,12 @@ BAD_SWEEPS = {
         "sweep: variants a/seed=0 and b/seed=0 run the same stages, so the second would only repeat the first's "
         "results: what sets them apart is no stage's option: vary stage options (stages.<stage>.<option>)",
     ),
-    "an empty sweep": ({}, "sweep: expected a mapping with variants, grid, seeds, got {} (dict)"),
+    "an empty sweep": ({}, "sweep: expected a mapping with variants, grid, seeds, compare, got {} (dict)"),
+    "a comparison and nothing to vary": ({"compare": {}}, "sweep: name what varies: variants, grid or seeds"),
+    "a comparison with a misspelt option": (
+        broken({"compare": {"metric": ["evaluate/*"]}}),
+        "sweep.compare: expected {metrics: [metric globs], curve: metric}, got {'metric': ['evaluate/*']} (dict)",
+    ),
 }
 
 
@@ -495,6 +500,22 @@ def test_a_variant_whose_stages_an_earlier_sweep_finished_still_has_its_metrics(
 
     assert result.exit_code == 0, result.output
     assert I2T in children(store, state(folder)["parent_run_id"])["again"].data.metrics
+
+
+def test_a_sweep_with_a_compare_section_ends_with_the_table(store, registry):
+    sweep = {"variants": {"first": MASK_SEED_0}, "compare": {"metrics": [I2T]}}
+    path = write_sweep(store, "compared", sweep)
+    folder = sweep_runner.state_dir(load_sweep(path, registry=registry))
+
+    result = run_cli("run", str(path))
+
+    assert result.exit_code == 0, result.output
+    assert (
+        "wrote compare.csv, compare.md, compare.png" in result.output and f"to {folder / 'compare'}/" in result.output
+    )
+    rows = (folder / "compare" / "compare.csv").read_text().splitlines()
+    # The one variant, the one metric asked for (after the variant's key columns).
+    assert len(rows) == 2 and rows[1].startswith("first,") and f",{I2T}," in rows[1]
 
 
 def test_a_killed_sweep_resumes_skipping_finished_variants_and_reopening_the_interrupted_child_run(
