@@ -3,7 +3,8 @@
 Runs this script's measurement once per setting in a subprocess (torch reads ATEN_CPU_CAPABILITY and
 MKL reads MKL_CBWR when they load), on the 64 test scenes tests/test_shipped_checkpoints.py uses, with
 recipes/shapes.yaml's sampler, one sample and seed 0; reports how many image codes differ from the
-first setting's and the Shapes oracle's accuracies. docs/results/tokenizer.md, "Twin codes".
+first setting's and the Shapes oracle's accuracies.
+docs/results/tokenizer.md, "Twin codes: merged into their lowest id".
 
     python benchmarks/shipped_checkpoints_kernels.py [--without-merging]
 """
