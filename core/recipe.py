@@ -87,11 +87,11 @@ def parse_override(text: str) -> tuple[list[str], Any]:
 
 
 def apply_overrides(data: dict[str, Any], overrides: Sequence[str]) -> dict[str, Any]:
-    _apply_overrides(data, overrides)
+    apply_overrides_traced(data, overrides)
     return data
 
 
-def _apply_overrides(data: dict[str, Any], overrides: Sequence[str]) -> list[tuple[str, str]]:
+def apply_overrides_traced(data: dict[str, Any], overrides: Sequence[str]) -> list[tuple[str, str]]:
     """Set each `--set` value in `data`; returns (YAML path, --set text) for each, to blame errors on.
 
     `--set X.use=other` switches component X to another plugin: X's old options
@@ -242,5 +242,5 @@ def load_recipe(path: Path | str, *, registry: Any, overrides: Sequence[str] = (
     """The recipe at `path` with `overrides` (`--set`) applied, checked whole before anything runs."""
     path = Path(path)
     data = read_yaml(path)
-    applied = _apply_overrides(data, overrides)
+    applied = apply_overrides_traced(data, overrides)
     return structure_recipe(data, registry=registry, source=path, overrides=applied)

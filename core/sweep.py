@@ -35,7 +35,7 @@ from typing import Any
 import attrs
 
 from .config import ConfigError, describe_value, did_you_mean
-from .recipe import RECIPE_KEYS, Recipe, RecipeError, _apply_overrides, read_yaml, structure_recipe
+from .recipe import RECIPE_KEYS, Recipe, RecipeError, apply_overrides_traced, read_yaml, structure_recipe
 
 SWEEP_KEY = "sweep"
 SWEEP_OPTIONS = ("variants", "grid", "seeds", "compare")
@@ -93,7 +93,7 @@ def load_sweep(path: Path | str, *, registry: Any, overrides: Sequence[str] = ()
     path = Path(path)
     data = read_yaml(path)
     definition = data.pop(SWEEP_KEY)
-    applied = _apply_overrides(data, overrides)
+    applied = apply_overrides_traced(data, overrides)
     return structure_sweep({**data, SWEEP_KEY: definition}, registry=registry, source=path, overrides=applied)
 
 
