@@ -131,7 +131,7 @@ def main() -> None:
     tokenizers = load_saved_tokenizers(folders["tokenizers"], registry)
     dataset = TokenCache(folders["cache"]).split(
         TRAIN_SPLIT,
-        seed=config.trainer.seed,
+        seed=config.trainer.run_seed,
         tokenizers=tokenizers,
         caption_weights=config.caption_weights,
     )

@@ -134,6 +134,7 @@ _EXPORTS: dict[str, tuple[str, str]] = {
     # errors
     "UserError": ("errors", "UserError"),
     "ArtefactError": ("errors", "ArtefactError"),
+    "MissingSplitError": ("errors", "MissingSplitError"),
     "ConfigError": ("config", "ConfigError"),
     "RecipeError": ("recipe", "RecipeError"),
     "PluginError": ("registry", "PluginError"),

@@ -12,5 +12,12 @@ class UserError(Exception):
     """A problem in the user's input, files or environment, not a bug: one line, exit status 2."""
 
 
+class MissingSplitError(UserError, KeyError):
+    """A split asked for (by a recipe option, a command) that the data set, data stage or token cache lacks."""
+
+    def __str__(self) -> str:  # the message itself, not KeyError's quoted repr of it
+        return str(self.args[0]) if self.args else ""
+
+
 class ArtefactError(UserError):
     """An artefact on disk that is missing, unfinished or does not match its recorded content hash."""

@@ -157,11 +157,37 @@ def structure_recipe(
         header = structure_attrs(RecipeHeader, {k: v for k, v in data.items() if k != "stages"}, registry=registry)
         stages = []
         for key, options in stages_data.items():
-            stages.append(StageEntry(key=key, spec=structure_stage(key, options, registry=registry)))
+            spec = structure_stage(key, options, registry=registry)
+            stages.append(StageEntry(key=key, spec=with_seed(spec, header.seed)))
         check_inputs(stages)
     except ConfigError as exc:
         raise RecipeError(f"{blame(exc.path, source, overrides)}: {exc}") from None
     return Recipe(header=header, stages=tuple(stages), source=source)
+
+
+def with_seed(value: Any, seed: int) -> Any:
+    """`value` with every `seed` option left unset (None), at any depth, set to the recipe's `seed`.
+
+    Resolved here, before any stage is keyed, so the recipe's seed is part of each stage's config and so of its
+    content hash: `--set seed=1` redoes what that seed reaches (training, sampling) and nothing that keeps a
+    fixed seed of its own (the data set's).
+    """
+    if isinstance(value, Spec):
+        return attrs.evolve(value, config=with_seed(value.config, seed))
+    if not attrs.has(type(value)):
+        return value
+    changes = {}
+    for field in attrs.fields(type(value)):
+        if not field.init:
+            continue
+        current = getattr(value, field.name)
+        if field.name == "seed" and current is None:
+            changes[field.alias or field.name] = seed
+        elif isinstance(current, Spec) or attrs.has(type(current)):
+            resolved = with_seed(current, seed)
+            if resolved is not current:
+                changes[field.alias or field.name] = resolved
+    return attrs.evolve(value, **changes) if changes else value
 
 
 def structure_stage(key: Any, options: Any, *, registry: Any) -> Spec:

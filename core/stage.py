@@ -75,7 +75,10 @@ class StageInputs:
 class StageContext:
     """What a running stage may use: its folder, its declared inputs, the registry, the tracker.
 
-    `registry.build(spec, **deps)` builds a component named in the stage's Config.
+    `registry.build(spec, **deps)` builds a component named in the stage's Config. `seed` is the recipe's
+    seed: a stage whose output follows it declares `seed: int | None = None` in its Config and reads that, as
+    the recipe sets every unset `seed` before stages are keyed, so a new seed redoes the stage instead of
+    reusing its folder.
     """
 
     out_dir: Path

@@ -126,7 +126,7 @@ def structure_sweep(
 
 def check_distinct(variants: Sequence[Variant], *, registry: Any, label: str) -> None:
     """Two variants with the same stage folders are one run: the second finds every stage done and repeats the
-    first's results. A seed axis over the recipe's `seed` alone does that, as the stages' hashes leave it out."""
+    first's results. A seed axis over the recipe's `seed` alone does that where every stage has a seed of its own."""
     from .runner import stage_folders
 
     seen: dict[tuple[Path, ...], Variant] = {}
@@ -136,7 +136,7 @@ def check_distinct(variants: Sequence[Variant], *, registry: Any, label: str) ->
         if first is not variant:
             if first.group == variant.group:
                 where = f"{SWEEP_KEY}.seeds.keys"
-                hint = " (the recipe's `seed` is not): set stage seeds (stages.train.trainer.seed, ...)"
+                hint = " (the recipe's `seed` reaches only seeds left unset): set stage seeds (stages.train.trainer.seed, ...)"
             else:
                 where, hint = SWEEP_KEY, ": vary stage options (stages.<stage>.<option>)"
             raise RecipeError(
@@ -257,8 +257,8 @@ def _seeds(data: Any) -> tuple[list[int | None], list[str]]:
     if not isinstance(keys, list) or not keys:
         raise ConfigError(
             f"{where}.keys",
-            "name the recipe keys one seed sets, e.g. [seed, stages.train.trainer.seed]: the recipe's `seed` alone "
-            "does not reach a trainer that has its own",
+            "name the recipe keys one seed sets: [stages.train.trainer.seed, stages.generate.seed] trains and samples "
+            "anew on shared tokenizers; [seed] sets every seed a stage leaves unset",
         )
     return list(values), [_checked_key(key, f"{where}.keys") for key in keys]
 

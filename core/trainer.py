@@ -68,7 +68,12 @@ class TrainerConfig:
     log_every: int = attrs.field(default=10, validator=positive)
     distributed: Literal["auto", "none", "ddp", "fsdp"] = "auto"
     num_workers: int = attrs.field(default=0, validator=non_negative)
-    seed: int = attrs.field(default=0, validator=non_negative)
+    # None: the recipe's seed (a recipe sets every unset `seed`); 0 where no recipe is behind the config.
+    seed: int | None = attrs.field(default=None, validator=attrs.validators.optional(non_negative))
+
+    @property
+    def run_seed(self) -> int:
+        return 0 if self.seed is None else self.seed
 
     def __attrs_post_init__(self) -> None:
         if self.warmup_steps > self.steps:
@@ -186,7 +191,7 @@ class Trainer:
             dataset,
             batch_size=self.config.micro_batch_size(world_size),
             collate=collate,
-            seed=self.config.seed,
+            seed=self.config.run_seed,
             rank=rank,
             world_size=world_size,
             num_workers=self.config.num_workers,
@@ -303,7 +308,7 @@ class Trainer:
         return module
 
     def _seed(self, run: _Run) -> None:
-        seed = self.config.seed + run.ctx.rank
+        seed = self.config.run_seed + run.ctx.rank
         torch.manual_seed(seed)
         np.random.seed(seed)
         random.seed(seed)

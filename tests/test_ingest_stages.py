@@ -6,6 +6,7 @@ import attrs
 import pytest
 
 from mmgen.config import structure
+from mmgen.errors import MissingSplitError
 from mmgen.plugins.datasets.bpe_dropout import BpeDropout
 from mmgen.plugins.datasets.cache_stage import CacheStage, TokenCache, cache_splits
 from mmgen.plugins.datasets.data_stage import DataSplits, DataStage
@@ -67,9 +68,9 @@ def test_data_stage_split_choice_and_errors(registry, tmp_path):
     # What later stages get back from the data stage's folder.
     data = DataStage.load(tmp_path / "a")
     assert data.splits() == ["train"] and len(data.records("train")) == 2
-    with pytest.raises(FileNotFoundError, match=r"no 'val' split .*it has \['train'\]"):
+    with pytest.raises(MissingSplitError, match=r"no 'val' split .*it has \['train'\]"):
         data.records("val")
-    with pytest.raises(ValueError, match="has no split\\(s\\) \\['dev'\\]"):
+    with pytest.raises(MissingSplitError, match="has no split\\(s\\) \\['dev'\\]"):
         run_data_stage(registry, tmp_path / "b", {"dataset": {"use": "shapes"}, "splits": ["dev"]})
 
 
@@ -96,7 +97,7 @@ def test_cache_stage_encodes_every_store(registry, tmp_path, caplog):
     loaded = CacheStage.load(tmp_path / "cache")
     assert isinstance(loaded, TokenCache) and loaded.splits() == ["train", "val"]
     assert len(loaded.split("val", tokenizers=tokenizers)) == 2
-    with pytest.raises(FileNotFoundError, match=r"no 'test' split \(it has \['train', 'val'\]\)"):
+    with pytest.raises(MissingSplitError, match=r"no 'test' split \(it has \['train', 'val'\]\)"):
         loaded.split("test")
     with pytest.raises(ValueError, match="no <split>.lmdb stores in"):
         cache_splits(DataSplits(tmp_path / "cache" / "nothing"), tmp_path / "c3", tokenizers=tokenizers, config=plain)
@@ -118,7 +119,7 @@ def test_lmdb_dataset_reads_stores_back(registry, tmp_path):
     assert list(data.records("train")) == list(ShapesDataset(size=32, counts={"train": 3}).records("train"))
     single = LmdbDataset(path=tmp_path / "val.lmdb", split="dev")
     assert single.splits() == ("dev",) and [r.key for r in single.records("dev")] == ["val-0000000"]
-    with pytest.raises(KeyError, match="has no split 'test'"):
+    with pytest.raises(MissingSplitError, match="has no split 'test'"):
         data.records("test")
     with pytest.raises(FileNotFoundError, match="neither a store nor a folder"):
         LmdbDataset(path=tmp_path / "missing")

@@ -180,3 +180,24 @@ def test_reuse_is_checked_before_any_work(recipe_file, tmp_path):
     (tmp_path / "DONE.json").write_text('{"stage": "first", "use": "train", "hash": "x"}')
     with pytest.raises(RecipeError, match=r"made by stage 'train', the recipe's 'first' is 'toy_stage'"):
         check_reuse(recipe, {"first": tmp_path})
+
+
+QUICKSTART = Path(__file__).resolve().parents[1] / "recipes" / "quickstart.yaml"
+
+
+def test_the_recipe_seed_fills_every_unset_seed_and_so_the_stage_keys():
+    from mmgen.registry import load_registry
+    from mmgen.runner import stage_folders
+
+    registry = load_registry()
+    base = load_recipe(QUICKSTART, registry=registry)
+    reseeded = load_recipe(QUICKSTART, registry=registry, overrides=["seed=7"])
+    stages = reseeded.to_data()["stages"]
+    assert (stages["tokenizers"]["seed"], stages["train"]["trainer"]["seed"], stages["generate"]["seed"]) == (7, 7, 7)
+    assert stages["data"]["dataset"]["seed"] == 0  # the scenes keep their own seed
+    before, after = stage_folders(base, registry=registry), stage_folders(reseeded, registry=registry)
+    # A new seed redoes what it reaches (and what follows it) instead of finding the seed-0 folders done.
+    assert [key for key in before if before[key] == after[key]] == ["data"]
+    # A seed a stage sets itself is kept.
+    own = load_recipe(QUICKSTART, registry=registry, overrides=["seed=7", "train.trainer.seed=3"])
+    assert own.to_data()["stages"]["train"]["trainer"]["seed"] == 3

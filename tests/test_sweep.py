@@ -222,6 +222,7 @@ TRAINER_OPTIONS = (
 )
 OBJECTIVE_NAMES = "causal_lm, mask, mixsel, target_length, unroll_mask"
 HEADS = "(keys: name, description, seed, device, workdir, tracker, stages)"
+OWN_SEEDS = {"stages.tokenizers.seed": 0, "stages.train.trainer.seed": 0, "stages.generate.seed": 0}
 FIXED = "every variant shares the sweep's name, workdir, tracker"
 # case -> (the sweep section, the error after `<recipe path>: `)
 BAD_SWEEPS = {
@@ -268,8 +269,8 @@ BAD_SWEEPS = {
     ),
     "seeds without keys": (
         broken({"seeds": {"values": [0, 1]}}),
-        "sweep.seeds.keys: name the recipe keys one seed sets, e.g. [seed, stages.train.trainer.seed]: "
-        "the recipe's `seed` alone does not reach a trainer that has its own",
+        "sweep.seeds.keys: name the recipe keys one seed sets: [stages.train.trainer.seed, stages.generate.seed] "
+        "trains and samples anew on shared tokenizers; [seed] sets every seed a stage leaves unset",
     ),
     "repeated seeds": (
         broken({"seeds": {"values": [0, 1, 0], "keys": SEED_KEYS}}),
@@ -297,12 +298,14 @@ BAD_SWEEPS = {
         broken({"variants": {"a/b": {}}}),
         "sweep.variants.a/b: a variant name is letters, digits and _ . + - (it names a run and a folder)",
     ),
-    # The stages' hashes leave the recipe's `seed` out: its seeds would find every stage done by the first.
-    "seeds over the recipe's seed alone": (
-        broken({"seeds": {"values": [0, 1], "keys": ["seed"]}}),
+    # Every stage here sets its own seed, so the recipe's reaches none: each seed would find every stage done.
+    "seeds over the recipe's seed where every stage has its own": (
+        broken(
+            {"variants": {"mask_only": {OBJECTIVES: MASK, **OWN_SEEDS}}, "seeds": {"values": [0, 1], "keys": ["seed"]}}
+        ),
         "sweep.seeds.keys: variants mask_only/seed=0 and mask_only/seed=1 run the same stages, so the second would "
-        "only repeat the first's results: what sets them apart is no stage's option (the recipe's `seed` is not): "
-        "set stage seeds (stages.train.trainer.seed, ...)",
+        "only repeat the first's results: what sets them apart is no stage's option (the recipe's `seed` reaches only "
+        "seeds left unset): set stage seeds (stages.train.trainer.seed, ...)",
     ),
     "variants differing in no stage option": (
         broken({"variants": {"a": {}, "b": {"description": "the same stages"}}}),

@@ -32,6 +32,7 @@ class TokenizersStage:
     class Config:
         tokenizers: tuple[Spec, ...] = components("tokenizers")
         data_stage: str = upstream("data")
+        seed: int | None = None  # each fit's seed; None: the recipe's
 
         def __attrs_post_init__(self) -> None:
             if not self.tokenizers:  # checked when the recipe loads, not after earlier stages ran
@@ -52,6 +53,7 @@ class TokenizersStage:
 
     def run(self, ctx: StageContext) -> None:
         records = ctx.inputs.load(self.config.data_stage).records
+        seed = ctx.seed if self.config.seed is None else self.config.seed
         tokenizers: dict[str, Any] = {}
         for spec in self.config.tokenizers:
             tokenizer = ctx.registry.build(spec)
@@ -61,6 +63,6 @@ class TokenizersStage:
             if fit is not None:
                 log.info("training the %s tokenizer (%s)", tokenizer.modality, spec.use)
                 work = ctx.out_dir / "work" / tokenizer.modality
-                fit(records, out_dir=work, tracker=ctx.tracker, device=ctx.device, seed=ctx.seed)
+                fit(records, out_dir=work, tracker=ctx.tracker, device=ctx.device, seed=seed)
             tokenizers[tokenizer.modality] = tokenizer
         save_tokenizers(tokenizers, ctx.out_dir)

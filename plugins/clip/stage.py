@@ -61,7 +61,7 @@ class ClipStage:
         config = self.config
         tokenizers = ctx.inputs.load(config.tokenizers_stage)
         cache = ctx.inputs.load(config.cache_stage)
-        dataset = cache.split(config.train_split, seed=config.trainer.seed, tokenizers=tokenizers)
+        dataset = cache.split(config.train_split, seed=config.trainer.run_seed, tokenizers=tokenizers)
         image_space = tokenizers[config.image_modality].token_space
         text_space = tokenizers[config.text_modality].token_space
         model = ClipModel(
@@ -92,7 +92,7 @@ class ClipStage:
         trained = trainer.sampling_module.eval()
         save_clip(trained, ctx.out_dir)
         if cache.has(config.eval_split):
-            held_out = cache.split(config.eval_split, seed=config.trainer.seed, tokenizers=tokenizers)
+            held_out = cache.split(config.eval_split, seed=config.trainer.run_seed, tokenizers=tokenizers)
             retrieval = held_out_retrieval(trained, held_out, collate=collate, count=config.eval_records)
             ctx.tracker.log_metrics(retrieval)
             log.info("clip: held-out retrieval %s", retrieval)

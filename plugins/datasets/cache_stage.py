@@ -14,7 +14,7 @@ from typing import Any, ClassVar, Mapping, Sequence
 
 import attrs
 
-from mmgen.api import StageContext, upstream
+from mmgen.api import MissingSplitError, StageContext, upstream
 
 from .bpe_dropout import DROPOUT_SPLIT, BpeDropout, require_dropout
 
@@ -48,7 +48,7 @@ class TokenCache:
         from .token_cache import TokenCacheDataset
 
         if not self.has(name):
-            raise FileNotFoundError(f"the token cache has no {name!r} split (it has {self.splits()}): {self.directory}")
+            raise MissingSplitError(f"the token cache has no {name!r} split (it has {self.splits()}): {self.directory}")
         path = self.directory / f"{name}.lmdb"
         dataset = TokenCacheDataset(path, seed=seed, tokenizers=tokenizers, caption_weights=caption_weights)
         return with_halves(dataset, path)  # MixSel's squeezed image halves, when the split has them

@@ -8,7 +8,7 @@ from typing import Any, ClassVar
 
 import attrs
 
-from mmgen.api import Spec, StageContext, component
+from mmgen.api import MissingSplitError, Spec, StageContext, component
 
 from .ingest.image_checks import DEFAULT_MAX_PIXELS
 
@@ -32,7 +32,7 @@ class DataSplits:
         from .lmdb_store import LmdbStore
 
         if not self.path(split).exists():
-            raise FileNotFoundError(
+            raise MissingSplitError(
                 f"the data stage wrote no {split!r} split ({self.path(split)} is missing; it has {self.splits()})"
             )
         return LmdbStore(self.path(split))
@@ -68,7 +68,7 @@ class DataStage:
         splits = self.config.splits or tuple(dataset.splits())
         unknown = [s for s in splits if s not in dataset.splits()]
         if unknown:
-            raise ValueError(
+            raise MissingSplitError(
                 f"data stage: dataset {self.config.dataset.use!r} has no split(s) {unknown}; it has {list(dataset.splits())}"
             )
         for split in splits:

@@ -7,7 +7,7 @@ from typing import Any, ClassVar, Iterator
 
 import attrs
 
-from mmgen.api import FieldError, existing_dir
+from mmgen.api import FieldError, MissingSplitError, existing_dir
 
 
 def find_stores(path: Path, split: str) -> dict[str, Path]:
@@ -54,7 +54,7 @@ class LmdbDataset:
         from .lmdb_store import LmdbStore  # here, so registering the plugin does not import torch
 
         if split not in self.stores:
-            raise KeyError(f"lmdb dataset {self.path} has no split {split!r}; it has {list(self.stores)}")
+            raise MissingSplitError(f"lmdb dataset {self.path} has no split {split!r}; it has {list(self.stores)}")
         return LmdbStore(self.stores[split])
 
     def count(self, split: str) -> int:

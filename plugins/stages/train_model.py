@@ -104,7 +104,7 @@ def training_from_config(config: Any, *, registry: Any, tokenizers: Any) -> Trai
         model=config.model,
         objectives=config.objectives,
         tasks=config.tasks,
-        seed=config.trainer.seed,
+        seed=config.trainer.run_seed,
         registry=registry,
         tokenizers=tokenizers,
         condition_dropout=config.condition_dropout,
@@ -179,7 +179,7 @@ class TrainModelStage:
         cache = ctx.inputs.load(config.cache_stage)
         # Passing the tokenizers makes the dataset refuse a cache that other tokenizers made.
         dataset = cache.split(
-            TRAIN_SPLIT, seed=config.trainer.seed, tokenizers=tokenizers, caption_weights=config.caption_weights
+            TRAIN_SPLIT, seed=config.trainer.run_seed, tokenizers=tokenizers, caption_weights=config.caption_weights
         )
         # Read before training, so a missing split or task fails now rather than at the first sample.
         examples = tasks = None
@@ -275,7 +275,7 @@ def train_and_save(
             tasks=sample_tasks,
             tokenizers=tokenizers,
             sampler=build_sampler(GenerateOptions(), model=training.model, registry=registry),
-            seed=config.trainer.seed,
+            seed=config.trainer.run_seed,
         )
         sample_fn = logging_samples(samples, trainer=trainer, tracker=tracker)
     stream = trainer.make_stream(dataset, collate=dataset.collate)

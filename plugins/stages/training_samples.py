@@ -16,7 +16,15 @@ from typing import Any
 
 import attrs
 
-from mmgen.api import GenerationPipeline, Prompt, generation_cell, non_negative, positive_or_none, render_grid
+from mmgen.api import (
+    GenerationPipeline,
+    MissingSplitError,
+    Prompt,
+    generation_cell,
+    non_negative,
+    positive_or_none,
+    render_grid,
+)
 
 from .caption_table import caption_table, writes_text
 
@@ -39,8 +47,8 @@ def sample_examples(cache: Any, options: SampleOptions, *, tokenizers: Mapping[s
     """The first `options.prompts` records of the cache split, decoded: every modality of each record."""
     try:
         split = cache.split(options.split, tokenizers=tokenizers)  # seed 0, epoch 0: the same caption rows every run
-    except Exception as error:
-        raise ValueError(
+    except MissingSplitError as error:
+        raise MissingSplitError(
             f"training samples read split {options.split!r}: {error}; set samples.split or samples.prompts: 0"
         ) from None
     count = min(options.prompts, len(split))

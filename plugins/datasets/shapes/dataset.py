@@ -9,7 +9,7 @@ import attrs
 import numpy as np
 from PIL import Image
 
-from mmgen.api import FieldError, non_negative
+from mmgen.api import FieldError, MissingSplitError, non_negative
 
 from .captions import make_captions
 from .render import render, sample_scene
@@ -156,4 +156,4 @@ class ShapesDataset:
 
     def _check_split(self, split: str) -> None:
         if split not in self.counts:
-            raise KeyError(f"shapes has no split {split!r}; it has {list(self.splits())}")
+            raise MissingSplitError(f"shapes has no split {split!r}; it has {list(self.splits())}")
