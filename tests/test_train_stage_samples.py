@@ -12,6 +12,7 @@ from PIL import ImageFont
 
 from mmgen.batch import Segment
 from mmgen.config import ConfigError, structure_attrs, structure_spec
+from mmgen.errors import MissingSplitError
 from mmgen.objectives.mask import MaskPrediction
 from mmgen.objectives.masked_forward import CONDITION_DROPOUT_KEY, SHARED_KEY, masked_forward
 from mmgen.objectives.tasks import TaskConfig, TaskDraw
@@ -346,7 +347,7 @@ def test_no_prompts_no_samples_no_held_out_split_and_the_same_training(registry,
 
 
 def test_a_missing_sample_split_fails_before_training(registry, artefacts, tmp_path):
-    with pytest.raises(ValueError, match=r"training samples read split 'val'.*no 'val' split.*samples.prompts: 0"):
+    with pytest.raises(MissingSplitError, match=r"training samples read split 'val'.*no 'val' split.*samples.prompts: 0"):
         run_stage(registry, artefacts, tmp_path, steps=1, samples={}, cache="train_only")
     assert not (tmp_path / "trainer").exists()
 
