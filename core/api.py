@@ -105,6 +105,7 @@ _EXPORTS: dict[str, tuple[str, str]] = {
     "save_generations": ("generation.store", "save_generations"),
     "load_generations": ("generation.store", "load_generations"),
     "publish": ("generation.store", "publish"),
+    "media_files": ("generation.store", "media_files"),
     "png_bytes": ("generation.store", "png_bytes"),
     "GuidanceOptions": ("guidance", "GuidanceOptions"),
     "guidance_weight": ("guidance", "guidance_weight"),

@@ -14,13 +14,36 @@ import torch
 
 @attrs.frozen(kw_only=True)
 class Record:
-    """One source item as stored: its bytes untouched, its captions and metadata."""
+    """One source item as stored: its bytes untouched, its captions and metadata.
+
+    `more` holds items of further modalities of the same example, by modality
+    (a scene's sound beside its picture), their bytes untouched too; `data` is
+    the item of `modality`.
+    """
 
     key: str
     modality: str
     data: bytes
     captions: tuple[str, ...] = attrs.field(converter=tuple)
     meta: dict[str, Any] = attrs.field(factory=dict)
+    more: dict[str, bytes] = attrs.field(factory=dict, converter=dict)
+
+    def __attrs_post_init__(self) -> None:
+        if self.modality in self.more:
+            raise ValueError(f"record {self.key!r}: modality {self.modality!r} is both its main item and in `more`")
+
+    @property
+    def modalities(self) -> tuple[str, ...]:
+        """Every modality the record holds an item of, the main one first."""
+        return (self.modality, *self.more)
+
+    def item(self, modality: str) -> bytes:
+        """The bytes of the record's item of `modality`."""
+        if modality == self.modality:
+            return self.data
+        if modality not in self.more:
+            raise KeyError(f"record {self.key!r} holds no {modality!r} item (it holds {list(self.modalities)})")
+        return self.more[modality]
 
 
 @attrs.frozen(kw_only=True)

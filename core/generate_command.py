@@ -229,7 +229,7 @@ def generate(
         batch_size=batch_size,
     )
     out_dir = out_dir or Path("generations") / f"{task_name}-seed{seed}"
-    jsonl = publish(generations, out_dir)
+    jsonl = publish(generations, out_dir, tokenizers=tokenizers)
     for generation in generations:
         made = [v for v in generation.outputs.values() if isinstance(v, str)]
         click.echo("\t".join([generation.key, *made]))

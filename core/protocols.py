@@ -50,6 +50,11 @@ class Tokenizer(Protocol):
     An image tokenizer may offer
     `encode_grid(images) -> Tensor [B, h, w]` for images of another size than its
     square (MixSel's pixel mixing encodes squeezed halves with it).
+    A tokenizer whose presented items are no pictures may offer
+    `picture(item) -> numpy uint8 [H, W, 3]`, how grids of generations show one
+    (a sound: its spectrogram), and `files(item) -> dict[str, bytes]`, files by
+    suffix that keep one in a usual format (a sound: {"wav": ..., "png": ...}),
+    which the generate stage writes and logs (mmgen.api.media_files).
     """
 
     name: ClassVar[str]

@@ -52,7 +52,11 @@ def mmgen_imports(path: Path) -> list[str]:
 
 
 def test_example_plugin_packages_import_only_the_api():
-    packages = [ROOT / "tests" / "plugin_pkg", *sorted((ROOT / "examples" / "plugins").glob("*"))]
+    packages = [
+        ROOT / "tests" / "plugin_pkg",
+        *sorted((ROOT / "examples" / "plugins").glob("*")),
+        *sorted((ROOT / "packages").glob("*")),  # the packages of this repository (mmgen-audio)
+    ]
     checked = 0
     for package in packages:
         for path in package.rglob("*.py"):

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Sequence
+from typing import Any, Mapping, Sequence
 
 import attrs
 import numpy as np
@@ -29,11 +29,27 @@ def is_picture(value: object) -> bool:
     return isinstance(value, np.ndarray) and value.dtype == np.uint8 and value.ndim == 3 and value.shape[2] == 3
 
 
-def generation_cell(generation: Generation) -> Cell:
-    """Given pictures (a region outlined) then generated ones; given texts, then generated texts."""
+def shown(values: Mapping[str, Any], tokenizers: Mapping[str, Any] | None) -> list[np.ndarray]:
+    """The pictures among `values` (by modality), and a picture of each other item whose tokenizer draws one
+    (`picture(item)`: a sound's spectrogram)."""
+    pictures = []
+    for name, value in values.items():
+        draw = getattr((tokenizers or {}).get(name), "picture", None)
+        if is_picture(value):
+            pictures.append(value)
+        elif draw is not None and not isinstance(value, str):
+            pictures.append(draw(value))
+    return pictures
+
+
+def generation_cell(generation: Generation, *, tokenizers: Mapping[str, Any] | None = None) -> Cell:
+    """Given pictures (a region outlined) then generated ones; given texts, then generated texts.
+
+    With `tokenizers` (by modality), an item that is no picture shows as its tokenizer's `picture` of it, if any.
+    """
     region = generation.inputs.get("region")
-    images = [outline(v, region) for v in generation.inputs.values() if is_picture(v)]
-    images += [v for v in generation.outputs.values() if is_picture(v)]
+    images = [outline(v, region) for v in shown(generation.inputs, tokenizers)]
+    images += shown(generation.outputs, tokenizers)
     lines = [f"in: {v}" for v in generation.inputs.values() if isinstance(v, str)]
     lines += [f"out: {v}" for v in generation.outputs.values() if isinstance(v, str)]
     return Cell(images=tuple(images), lines=tuple(lines))

@@ -4,7 +4,10 @@ The one module that knows the layout of a generate stage's folder (and of
 `mmgen generate --out`). `generations.jsonl` holds one Generation per line; a
 picture (uint8 [H, W, 3]) is written as `{"png": "<relative path>"}`, any other
 array as `{"npy": "<relative path>"}`, so `load_generations` gives back equal
-objects (the evaluate stage reads them this way).
+objects (the evaluate stage reads them this way). Given the tokenizers, an item
+whose tokenizer offers `files(item)` (suffix -> bytes: a sound's WAV and its
+spectrogram) also gets those files under `media/<task>/`, for people to open;
+nothing reads them back.
 """
 
 from __future__ import annotations
@@ -13,7 +16,7 @@ import io
 import json
 import re
 from pathlib import Path
-from typing import Any, Iterable, Sequence
+from typing import Any, Iterable, Mapping, Sequence
 
 import numpy as np
 from PIL import Image
@@ -24,6 +27,7 @@ from .grid import generation_cell, is_picture, render_grid
 
 JSONL = "generations.jsonl"
 IMAGES = "images"
+MEDIA = "media"
 
 
 def png_bytes(image: np.ndarray) -> bytes:
@@ -66,13 +70,27 @@ def _decode(values: dict[str, Any], *, root: Path) -> dict[str, Any]:
     return decoded
 
 
-def save_generations(generations: Sequence[Generation], out_dir: Path) -> Path:
-    """Write PNGs and `generations.jsonl` under `out_dir`; returns the JSONL path."""
+def _write_media(values: dict[str, Any], tokenizers: Mapping[str, Any], *, folder: Path, stem: str, side: str) -> None:
+    for name, value in values.items():
+        files = getattr(tokenizers.get(name), "files", None)
+        if files is not None and not isinstance(value, str):
+            for suffix, data in files(value).items():
+                atomic_write_bytes(folder / f"{stem}-{side}-{name}.{suffix}", data)
+
+
+def save_generations(
+    generations: Sequence[Generation], out_dir: Path, *, tokenizers: Mapping[str, Any] | None = None
+) -> Path:
+    """Write PNGs and `generations.jsonl` under `out_dir` (and, with `tokenizers`, media files); returns the JSONL."""
     out_dir = Path(out_dir)
     lines = []
     for index, generation in enumerate(generations):
         folder = out_dir / IMAGES / generation.task
         stem = _file_stem(index, generation.key)
+        if tokenizers:
+            media = out_dir / MEDIA / generation.task
+            _write_media(generation.inputs, tokenizers, folder=media, stem=stem, side="input")
+            _write_media(generation.outputs, tokenizers, folder=media, stem=stem, side="output")
         lines.append(
             json.dumps(
                 {
@@ -109,25 +127,49 @@ def load_generations(out_dir: Path) -> list[Generation]:
     return generations
 
 
-def write_grids(generations: Iterable[Generation], out_dir: Path, *, columns: int = 8) -> dict[str, Path]:
+def media_files(out_dir: Path) -> dict[str, list[Path]]:
+    """The media files `save_generations` wrote under `out_dir`, by task (none: {})."""
+    root = Path(out_dir) / MEDIA
+    if not root.is_dir():
+        return {}
+    return {folder.name: sorted(p for p in folder.iterdir() if p.is_file()) for folder in sorted(root.iterdir())}
+
+
+def write_grids(
+    generations: Iterable[Generation], out_dir: Path, *, columns: int = 8, tokenizers: Mapping[str, Any] | None = None
+) -> dict[str, Path]:
     """One `grid-<task>.png` per task; returns their paths by task."""
     by_task: dict[str, list[Generation]] = {}
     for generation in generations:
         by_task.setdefault(generation.task, []).append(generation)
     paths = {}
     for task, items in by_task.items():
-        grid = render_grid([generation_cell(g) for g in items], columns=columns)
+        grid = render_grid([generation_cell(g, tokenizers=tokenizers) for g in items], columns=columns)
         paths[task] = Path(out_dir) / f"grid-{task}.png"
         atomic_write_bytes(paths[task], png_bytes(grid))
     return paths
 
 
-def publish(generations: Sequence[Generation], out_dir: Path, *, tracker: Any = None, columns: int = 8) -> Path:
-    """Save generations and grids under `out_dir` and log the JSONL and grids to `tracker`."""
-    jsonl = save_generations(generations, out_dir)
-    grids = write_grids(generations, out_dir, columns=columns)
+def publish(
+    generations: Sequence[Generation],
+    out_dir: Path,
+    *,
+    tracker: Any = None,
+    columns: int = 8,
+    tokenizers: Mapping[str, Any] | None = None,
+) -> Path:
+    """Save generations, media files and grids under `out_dir` and log the JSONL, media and grids to `tracker`.
+
+    `tokenizers` (by modality): items that are no pictures show in grids as their tokenizer's `picture` and
+    get its `files` (media_files).
+    """
+    jsonl = save_generations(generations, out_dir, tokenizers=tokenizers)
+    grids = write_grids(generations, out_dir, columns=columns, tokenizers=tokenizers)
     if tracker is not None:
         tracker.log_artifact(jsonl, artifact_path="generations")
         for task, path in grids.items():
             tracker.log_image(np.asarray(Image.open(path).convert("RGB")), file_name=f"generations/grid-{task}.png")
+        for task, paths in media_files(out_dir).items():
+            for path in paths:
+                tracker.log_artifact(path, artifact_path=f"generations/{MEDIA}/{task}")
     return jsonl

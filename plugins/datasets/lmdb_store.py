@@ -4,8 +4,10 @@ Layout of one environment (a folder):
 - `H` -> header JSON: format, schema version, record count, per-modality counts,
   caption count, the aggregate checksum, and the ingest issue counts;
 - `r` + index (8 bytes, big-endian) -> one record: MAGIC, the SHA-256 of the
-  payload, a 4-byte length, the record's JSON (key, modality, captions, meta),
-  then its source bytes exactly as given (a PNG or JPEG is never re-encoded);
+  payload, a 4-byte length, the record's JSON (key, modality, captions, meta and,
+  for a record with items of further modalities, `more`: their byte counts in
+  order), then its source bytes exactly as given (a PNG or JPEG is never
+  re-encoded), the main item's first, then each further item's;
 - `k` + key -> index, so a key is stored once (resume, duplicate ids);
 - `i` + key -> JSON of an ingest issue (a fixed or skipped item and its reasons).
 
@@ -62,13 +64,13 @@ def key_slot(prefix: bytes, key: str) -> bytes:
 
 def encode_record(record: Record) -> tuple[bytes, bytes]:
     """(stored value, its digest)."""
-    info = json.dumps(
-        {"key": record.key, "modality": record.modality, "captions": list(record.captions), "meta": record.meta},
-        ensure_ascii=False,
-        separators=(",", ":"),
-    ).encode("utf-8")
-    digest = hashlib.sha256(info + record.data).digest()
-    return MAGIC + digest + struct.pack(">I", len(info)) + info + record.data, digest
+    fields = {"key": record.key, "modality": record.modality, "captions": list(record.captions), "meta": record.meta}
+    if record.more:  # absent otherwise: a one-item record is stored (and hashed) as before
+        fields["more"] = [[modality, len(data)] for modality, data in record.more.items()]
+    info = json.dumps(fields, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
+    payload = b"".join([record.data, *record.more.values()])
+    digest = hashlib.sha256(info + payload).digest()
+    return MAGIC + digest + struct.pack(">I", len(info)) + info + payload, digest
 
 
 def split_value(value: bytes) -> tuple[bytes, bytes, bytes]:
@@ -82,8 +84,16 @@ def split_value(value: bytes) -> tuple[bytes, bytes, bytes]:
 def decode_record(value: bytes) -> Record:
     _, info, data = split_value(value)
     fields = json.loads(info)
+    more, stop = {}, len(data)
+    for modality, length in reversed(fields.get("more", [])):
+        more[modality], stop = data[stop - length : stop], stop - length
     return Record(
-        key=fields["key"], modality=fields["modality"], data=data, captions=fields["captions"], meta=fields["meta"]
+        key=fields["key"],
+        modality=fields["modality"],
+        data=data[:stop],
+        captions=fields["captions"],
+        meta=fields["meta"],
+        more=dict(reversed(more.items())),
     )
 
 
@@ -149,7 +159,7 @@ class Pending:
 
     key: str
     value: bytes | None = None
-    modality: str | None = None
+    modalities: tuple[str, ...] = ()
     captions: int = 0
     issue: dict | None = None
 
@@ -199,7 +209,9 @@ class StoreWriter:
             return False
         value, _ = encode_record(record)
         self._queue(
-            Pending(key=record.key, value=value, modality=record.modality, captions=len(record.captions), issue=issue)
+            Pending(
+                key=record.key, value=value, modalities=record.modalities, captions=len(record.captions), issue=issue
+            )
         )
         return True
 
@@ -240,7 +252,8 @@ class StoreWriter:
                 txn.put(key_slot(KEY_PREFIX, item.key), index.to_bytes(8, "big"))
                 checksum = (checksum + int.from_bytes(item.value[4:36], "big")) % CHECKSUM_MODULUS
                 header["count"] = index + 1
-                header["modalities"][item.modality] = header["modalities"].get(item.modality, 0) + 1
+                for modality in item.modalities:
+                    header["modalities"][modality] = header["modalities"].get(modality, 0) + 1
                 header["captions"] += item.captions
             if item.issue is not None:
                 issue = {"key": item.key, **item.issue}

@@ -127,7 +127,7 @@ def build_halves(
         with progress_bar(len(store), f"mixsel halves {codes_path.name}", progress) as bar:
             for start in range(0, len(store), batch_size):
                 stop = min(start + batch_size, len(store))
-                images = torch.stack([tokenizer.load_item(store.record(i).data) for i in range(start, stop)])
+                images = torch.stack([tokenizer.load_item(store.record(i).item(modality)) for i in range(start, stop)])
                 codes[start:stop] = encode_halves(tokenizer, images).astype(dtype)
                 bar.update(stop - start)
         codes.flush()

@@ -143,7 +143,7 @@ def encode_batch(
     caption_modality: str,
     dtypes: Mapping[str, np.dtype],
 ) -> list[bytes]:
-    """One stored value per record: its item's tokens and its captions' tokens."""
+    """One stored value per record: its items' tokens (each of `modalities` but the captions') and its captions'."""
     per_record: list[dict[str, tuple[np.ndarray, np.ndarray]]] = [{} for _ in records]
     for modality in modalities:
         tokenizer = tokenizers[modality]
@@ -156,12 +156,12 @@ def encode_batch(
                 slot_[modality] = (tokens[start:stop], lengths[start:stop])
                 start = stop
         else:
-            wrong = [r.key for r in records if r.modality != modality]
+            wrong = [r.key for r in records if modality not in r.modalities]
             if wrong:
                 raise ValueError(
-                    f"record {wrong[0]!r} is not of modality {modality!r}; the cache expects {list(modalities)}"
+                    f"record {wrong[0]!r} holds no {modality!r} item; the cache expects {list(modalities)}"
                 )
-            items = batch_items([tokenizer.load_item(r.data) for r in records])
+            items = batch_items([tokenizer.load_item(r.item(modality)) for r in records])
             tokens, lengths = encode_rows(tokenizer.encode(items), dtypes[modality])
             for b, slot_ in enumerate(per_record):
                 slot_[modality] = (tokens[b : b + 1], lengths[b : b + 1])

@@ -23,6 +23,7 @@ from mmgen.api import (
     build_sampler,
     components,
     load_generations,
+    media_files,
     positive,
     publish,
     upstream,
@@ -182,7 +183,7 @@ class GenerateStage:
                 )
                 log.info("generate: %d %s generations (%s)", len(made), name, protocol)
                 generations.extend(made)
-            jsonl = publish(generations, Path(ctx.out_dir) / protocol, columns=config.grid_columns)
+            jsonl = publish(generations, Path(ctx.out_dir) / protocol, columns=config.grid_columns, tokenizers=tokenizers)
             log_generations(ctx.tracker, generations, jsonl, captions=captions, protocol=protocol)
             runs.append(ProtocolRun(name=protocol, generations=generations, timings=timings))
         for path in write_protocols(runs, ctx.out_dir):
@@ -229,7 +230,8 @@ def log_generations(
     tracker: Any, generations: Sequence[Any], jsonl: Path, *, captions: Mapping[str, str], protocol: str
 ) -> None:
     """The JSONL (under `<protocol>/`), each task's grid as publish wrote it (beside the JSONL) and, for tasks that
-    write text, a table of the texts against each record's caption (`captions` by key; its meta where it has none)."""
+    write text, a table of the texts against each record's caption (`captions` by key; its meta where it has none),
+    and the media files publish wrote (media_files)."""
     tracker.log_artifact(jsonl, artifact_path=protocol)
     for task in dict.fromkeys(g.task for g in generations):
         made = [g for g in generations if g.task == task]
@@ -239,11 +241,15 @@ def log_generations(
         if writes_text(made):
             known = captions if all(g.key in captions for g in made) else None
             tracker.log_table(caption_table(made, references=known), file_name=f"{protocol}/captions-{task}.json")
+    # Files a tokenizer made of its items for people (a sound's WAV and spectrogram), under `<protocol>/media/<task>`.
+    for task, paths in media_files(jsonl.parent).items():
+        for path in paths:
+            tracker.log_artifact(path, artifact_path=f"{protocol}/media/{task}")
 
 
 def example(record: Any, tokenizers: Any, *, caption_modality: str) -> Prompt:
-    """A record as a held-out example: its item, its first caption, and its meta as the reference."""
-    items = {record.modality: tokenizers[record.modality].load_item(record.data)}
+    """A record as a held-out example: its items, its first caption, and its meta as the reference."""
+    items = {m: tokenizers[m].load_item(record.item(m)) for m in record.modalities if m in tokenizers}
     if record.captions:
         items[caption_modality] = record.captions[0]
     return Prompt(key=record.key, items=items, reference=dict(record.meta))

@@ -100,7 +100,7 @@ class TrainingSamples:
     def log(self, made: Mapping[str, Sequence[Any]], *, step: int, tracker: Any) -> None:
         for task, generations in made.items():
             stem = f"samples/step-{step:06d}-{task}"
-            grid = render_grid([generation_cell(g) for g in generations])
+            grid = render_grid([generation_cell(g, tokenizers=self.tokenizers) for g in generations])
             tracker.log_image(grid, file_name=f"{stem}.png", key=f"samples/{task}", step=step)
             if writes_text(generations):
                 tracker.log_table(caption_table(generations), file_name=f"{stem}.json")

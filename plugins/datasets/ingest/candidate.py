@@ -16,13 +16,15 @@ class Candidate:
     unless `problems` already says why the item is skipped. `key` is unique
     within a source, skipped items included, so a resumed ingest recognises
     every item it has already handled. `fixes` are changes made while reading
-    the source (a caption re-decoded or dropped).
+    the source (a caption re-decoded or dropped). `more` holds the example's
+    items of further modalities, checked like the main one.
     """
 
     key: str
     modality: str = "image"
     data: bytes | None = None
     path: Path | None = None
+    more: dict[str, bytes] = attrs.field(factory=dict)  # items of further modalities (Record.more)
     captions: tuple[str, ...] = attrs.field(default=(), converter=tuple)
     meta: dict[str, Any] = attrs.field(factory=dict)
     problems: tuple[str, ...] = attrs.field(default=(), converter=tuple)

@@ -23,6 +23,7 @@ def dataset_candidates(dataset: Any, split: str) -> Iterator[Candidate]:
             key=record.key,
             modality=record.modality,
             data=record.data,
+            more=record.more,
             captions=clean.captions,
             meta=record.meta,
             problems=() if clean.captions else ("no usable caption",),

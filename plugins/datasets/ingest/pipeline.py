@@ -83,25 +83,37 @@ def settle(candidate: Candidate, *, max_pixels: int) -> tuple[Record | None, lis
     except OSError as exc:
         return None, [f"unreadable file: {exc.strerror or exc}"]
     fixes = list(candidate.fixes)
-    if candidate.modality == "image":
-        try:
-            checked = check_image(data, max_pixels=max_pixels)
-        except BadItem as exc:
-            return None, [str(exc)]
-        except Exception as exc:  # a decoder failing in a way it does not document is still one bad file
-            return None, [f"corrupt or truncated image: {type(exc).__name__}: {exc}"]
-        data = checked.data
-        fixes.extend(checked.fixes)
-    elif not data:
-        return None, ["empty file"]
+    items = {}
+    for modality, raw in {candidate.modality: data, **candidate.more}.items():
+        items[modality], notes = settle_item(modality, raw, max_pixels=max_pixels, main=modality == candidate.modality)
+        if items[modality] is None:
+            return None, notes
+        fixes.extend(notes)
     record = Record(
         key=plain_text(candidate.key),
         modality=candidate.modality,
-        data=data,
+        data=items.pop(candidate.modality),
         captions=candidate.captions,
         meta=plain_text(candidate.meta),
+        more=items,
     )
     return record, fixes
+
+
+def settle_item(modality: str, data: bytes, *, max_pixels: int, main: bool = True) -> tuple[bytes | None, list[str]]:
+    """(bytes to store, fixes) for one item of a candidate, or (None, reasons) when it spoils the candidate."""
+    named = "" if main else f"{modality} item: "  # an item in `more` is named, so a reason says which one
+    if modality == "image":
+        try:
+            checked = check_image(data, max_pixels=max_pixels)
+        except BadItem as exc:
+            return None, [f"{named}{exc}"]
+        except Exception as exc:  # a decoder failing in a way it does not document is still one bad file
+            return None, [f"{named}corrupt or truncated image: {type(exc).__name__}: {exc}"]
+        return checked.data, [f"{named}{fix}" for fix in checked.fixes]
+    if not data:
+        return None, [f"{named}empty file"]
+    return data, []
 
 
 def progress_bar(total: int | None, description: str, enabled: bool):
