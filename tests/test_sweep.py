@@ -451,8 +451,9 @@ def test_a_failing_variant_is_recorded_the_others_finish_and_a_rerun_retries_onl
 
     assert result.exit_code == 1, result.output
     ok, bad = record(folder, "ok"), record(folder, "bad_split")
+    # A user error is recorded as its one line (no exception type, as the command line prints it).
     error = (
-        f"FileNotFoundError: the data stage wrote no 'holdout' split ({ok['stages']['data']}/holdout.lmdb is missing;"
+        f"the data stage wrote no 'holdout' split ({ok['stages']['data']}/holdout.lmdb is missing;"
         " it has ['test', 'train', 'val'])"
     )
     assert (ok["status"], bad["status"], bad["error"]) == ("FINISHED", "FAILED", error)
