@@ -52,6 +52,8 @@ class Variant:
     seed: int | None
     overrides: Mapping[str, Any]
     recipe: Recipe
+    # Every key the sweep varies -> this variant's value: its own, else the recipe's (as written, or its default).
+    values: Mapping[str, Any] = attrs.field(factory=dict)
 
     def tags(self) -> dict[str, str]:
         """The child run's MLflow tags: what `mmgen compare` groups and labels by."""
@@ -61,7 +63,8 @@ class Variant:
             "mmgen.variant.name": self.name,
             "mmgen.seed": "" if self.seed is None else str(self.seed),
         }
-        tags.update({f"mmgen.sweep.key.{key}": json.dumps(value) for key, value in self.overrides.items()})
+        shown = {**self.values, **self.overrides}
+        tags.update({f"mmgen.sweep.key.{key}": json.dumps(value) for key, value in shown.items()})
         return tags
 
 
@@ -121,7 +124,25 @@ def structure_sweep(
         variants.append(Variant(name=name, group=group, seed=seed, overrides=values, recipe=recipe))
     check_distinct(variants, registry=registry, label=label)
     keys = tuple(dict.fromkeys(key for *_, values in points for key in values))
+    # A variant that leaves a varied key alone still has a value there: the table shows it, not a blank.
+    variants = [
+        attrs.evolve(v, values={key: value_at(recipe_data, v.recipe.to_data(), key) for key in keys})
+        for v in variants
+    ]
     return Sweep(base=base, variants=tuple(variants), keys=keys, definition=definition)
+
+
+def value_at(written: Mapping[str, Any], resolved: Mapping[str, Any], key: str) -> Any:
+    """The value at dot path `key` as the recipe writes it, else as loading resolved it (a default)."""
+    for data in (written, resolved):
+        node: Any = data
+        for part in key.split("."):
+            if not isinstance(node, Mapping) or part not in node:
+                break
+            node = node[part]
+        else:
+            return node
+    return None
 
 
 def check_distinct(variants: Sequence[Variant], *, registry: Any, label: str) -> None:

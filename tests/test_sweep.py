@@ -133,7 +133,8 @@ def test_variants_are_named_grouped_seeded_and_ordered_variants_then_grid_then_s
         0.002,
         1,
     )
-    assert "mmgen.sweep.key.stages.train.objectives" not in last.tags()
+    # It leaves the objectives alone: its tag says which ones it trained with (the recipe's).
+    assert last.tags()["mmgen.sweep.key.stages.train.objectives"] == json.dumps(train["objectives"])
 
 
 def test_grid_points_are_named_by_the_last_part_of_their_keys_unless_two_end_alike(tmp_path, registry):
@@ -172,6 +173,25 @@ def test_seeds_alone_repeat_the_recipe_as_written(tmp_path, registry):
     ]
     assert [v.recipe.header.seed for v in sweep.variants] == [5, 6]
     assert [v.recipe.to_data()["stages"]["train"]["trainer"]["seed"] for v in sweep.variants] == [5, 6]
+
+
+def test_a_variant_is_tagged_with_every_varied_key_also_those_it_leaves_alone(tmp_path, registry):
+    data = tiny_recipe("shown", root=tmp_path)
+    data["sweep"] = {"variants": {"mask_only": {OBJECTIVES: MASK}, "three_steps": {"stages.train.trainer.steps": 3}}}
+    sweep = structure_sweep(data, registry=registry)
+
+    mask_only, three_steps = (v.tags() for v in sweep.variants)
+    # The recipe writes 2 steps; it writes no objectives, so the table shows the train stage's default ones.
+    default_objectives = sweep.base.to_data()["stages"]["train"]["objectives"]
+    assert (mask_only["mmgen.sweep.key.stages.train.trainer.steps"], mask_only[f"mmgen.sweep.key.{OBJECTIVES}"]) == (
+        "2",
+        '[{"use": "mask"}]',
+    )
+    assert (three_steps["mmgen.sweep.key.stages.train.trainer.steps"], three_steps[f"mmgen.sweep.key.{OBJECTIVES}"]) == (
+        "3",
+        json.dumps(default_objectives),
+    )
+    assert [o["use"] for o in default_objectives] == ["mask", "target_length", "unroll_mask", "mixsel"]
 
 
 def test_set_overrides_reach_every_variant_but_a_variants_own_value_wins(tmp_path, registry):
