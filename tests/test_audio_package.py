@@ -21,7 +21,7 @@ import numpy as np
 import pytest
 import torch
 
-from mmgen.api import Generation, UserError, load_registry
+from mmgen.api import Generation, MissingSplitError, UserError, load_registry
 from mmgen_audio.dataset import SoundsDataset
 from mmgen_audio.events import events_from_json
 from mmgen_audio.metric import AudioAccuracy
@@ -84,7 +84,7 @@ def sound_records(count: int = 8):
 
     def records(split: str):
         if split not in stores:
-            raise FileNotFoundError(split)
+            raise MissingSplitError(f"no {split!r} split")  # as the data stage does
         return stores[split]
 
     return records

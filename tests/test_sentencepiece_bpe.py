@@ -113,10 +113,11 @@ def test_byte_fallback_round_trips_unseen_characters():
 
 def test_fit_reads_train_captions_and_logs_val_lengths():
     from mmgen.batch import Record
+    from mmgen.errors import MissingSplitError
 
     def records(split):
         if split == "test":
-            raise FileNotFoundError(split)
+            raise MissingSplitError(split)
         captions = CAPTIONS if split == "train" else ["a large red circle in the top left"]
         return [Record(key=f"{split}{i}", modality="image", data=b"", captions=(c,)) for i, c in enumerate(captions)]
 
@@ -137,3 +138,25 @@ def test_fit_reads_train_captions_and_logs_val_lengths():
     }
     with pytest.raises(TypeError, match="a list of texts, not one str"):
         bpe.encode("a red circle")
+
+
+def test_fit_without_a_val_split_logs_no_statistics():
+    """A data stage that wrote no val split raises MissingSplitError for it (as DataSplits.records does)."""
+    from mmgen.batch import Record
+    from mmgen.errors import MissingSplitError
+
+    def records(split):
+        if split != "train":
+            raise MissingSplitError(f"the data stage wrote no {split!r} split")
+        return [Record(key=f"train{i}", modality="image", data=b"", captions=(c,)) for i, c in enumerate(CAPTIONS)]
+
+    class Tracker:
+        logged = {}
+
+        def log_metrics(self, metrics, *, step=None):
+            self.logged.update(metrics)
+
+    bpe = SentencePieceBPE(vocab_size=120, max_length=12)
+    tracker = Tracker()
+    bpe.fit(records, tracker=tracker, out_dir=None, device="cpu", seed=0)
+    assert tracker.logged == {} and bpe.decode_ids(bpe.encode_ids("a red circle")) == "a red circle"

@@ -23,7 +23,7 @@ from typing import Any, Callable, ClassVar, Iterable, Sequence
 
 import attrs
 
-from mmgen.api import Record, Segment, TokenSpace, atomic_write_bytes, atomic_write_text
+from mmgen.api import MissingSplitError, Record, Segment, TokenSpace, atomic_write_bytes, atomic_write_text
 
 MODEL_FILE = "spm.model"
 CONFIG_FILE = "bpe.json"
@@ -149,7 +149,7 @@ class SentencePieceBPE:
             return
         try:
             val = records("val")
-        except FileNotFoundError:
+        except MissingSplitError:  # no val split: no statistics
             return
         stats = self.statistics(caption for record in val for caption in record.captions)
         tracker.log_metrics({f"{self.modality}/{name}": value for name, value in stats.items()})

@@ -17,7 +17,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from mmgen.api import FieldError, Segment, TokenSpace, existing_file, structure_attrs, to_data
+from mmgen.api import FieldError, MissingSplitError, Segment, TokenSpace, existing_file, structure_attrs, to_data
 
 from ..storage import content_hash, read_json, read_tensors, write_json, write_tensors
 from .architecture import ArchitectureConfig
@@ -162,7 +162,7 @@ class VQGANTokenizer:
         val_images = None
         try:
             val = records("val")
-        except FileNotFoundError:
+        except MissingSplitError:  # no val split: no held-out metrics
             val = None
         if val is not None and len(val) > 0:
             val_images = torch.stack([self.load_item(val[i].data) for i in range(min(len(val), self.train_config.eval_images))])

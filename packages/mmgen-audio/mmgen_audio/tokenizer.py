@@ -20,7 +20,16 @@ import attrs
 import numpy as np
 import torch
 
-from mmgen.api import Segment, TokenSpace, atomic_write_bytes, atomic_write_text, positive, structure_attrs, to_data
+from mmgen.api import (
+    MissingSplitError,
+    Segment,
+    TokenSpace,
+    atomic_write_bytes,
+    atomic_write_text,
+    positive,
+    structure_attrs,
+    to_data,
+)
 
 from .mel import griffin_lim, log_mel, mel_to_magnitude
 from .spectrogram import spectrogram_picture
@@ -95,7 +104,7 @@ class AudioTokenizer:
         val = None
         try:
             val_records = records("val")
-        except FileNotFoundError:
+        except MissingSplitError:  # no val split: no held-out metrics
             val_records = None
         if val_records is not None and len(val_records) > 0:
             val = torch.stack([load(val_records[i]) for i in range(min(len(val_records), self.train_config.eval_clips))])
