@@ -160,3 +160,28 @@ def test_fit_without_a_val_split_logs_no_statistics():
     tracker = Tracker()
     bpe.fit(records, tracker=tracker, out_dir=None, device="cpu", seed=0)
     assert tracker.logged == {} and bpe.decode_ids(bpe.encode_ids("a red circle")) == "a red circle"
+
+
+def test_fit_warns_when_train_captions_are_cut_at_max_length(caplog):
+    from mmgen.batch import Record
+
+    texts = [*CAPTIONS, "a large red circle in the top left and a small blue square in the bottom right"]
+
+    def records(split):
+        return [Record(key=f"train{i}", modality="image", data=b"", captions=(c,)) for i, c in enumerate(texts)]
+
+    # Room for every caption: no warning; its lengths (the same merges: same texts) say what max_length 8 cuts.
+    fits = SentencePieceBPE(vocab_size=120, max_length=64)
+    with caplog.at_level("WARNING"):
+        fits.fit(records, out_dir=None, device="cpu", seed=0)
+    assert [r for r in caplog.records if r.levelname == "WARNING"] == []
+    lengths = [len(fits.encode_ids(t)) for t in texts]  # EOS included
+    cut = sum(n > 8 for n in lengths)
+
+    caplog.clear()
+    with caplog.at_level("WARNING"):
+        SentencePieceBPE(vocab_size=120, max_length=8).fit(records, out_dir=None, device="cpu", seed=0)
+    assert 0 < cut < len(texts) and [r.getMessage() for r in caplog.records if r.levelname == "WARNING"] == [
+        f"text: {cut} of {len(texts)} train captions ({100 * cut / len(texts):.1f}%) are longer than max_length 8 and "
+        f"are cut (the longest: {max(lengths)} tokens with EOS); raise max_length or vocab_size"
+    ]

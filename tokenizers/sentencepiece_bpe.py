@@ -17,6 +17,7 @@ from __future__ import annotations
 import hashlib
 import io
 import json
+import logging
 import secrets
 from pathlib import Path
 from typing import Any, Callable, ClassVar, Iterable, Sequence
@@ -24,6 +25,8 @@ from typing import Any, Callable, ClassVar, Iterable, Sequence
 import attrs
 
 from mmgen.api import MissingSplitError, Record, Segment, TokenSpace, atomic_write_bytes, atomic_write_text
+
+log = logging.getLogger(__name__)
 
 MODEL_FILE = "spm.model"
 CONFIG_FILE = "bpe.json"
@@ -144,7 +147,9 @@ class SentencePieceBPE:
 
     def fit(self, records: Callable[[str], Iterable[Record]], *, tracker: Any = None, **_: Any) -> None:
         """Train on every caption of the train split; log vocabulary and lengths on val when there is one."""
-        self.train(caption for record in records("train") for caption in record.captions)
+        captions = [caption for record in records("train") for caption in record.captions]
+        self.train(captions)
+        self.warn_if_cut(captions)
         if tracker is None:
             return
         try:
@@ -153,6 +158,17 @@ class SentencePieceBPE:
             return
         stats = self.statistics(caption for record in val for caption in record.captions)
         tracker.log_metrics({f"{self.modality}/{name}": value for name, value in stats.items()})
+
+    def warn_if_cut(self, texts: list[str]) -> None:
+        """Say so when captions do not fit `max_length`: a model trained on cut captions writes cut ones."""
+        lengths = [len(self._require().encode(self._normalise(t))) + 1 for t in texts]
+        cut = sum(n > self.max_length for n in lengths)
+        if cut:
+            log.warning(
+                "%s: %d of %d train captions (%.1f%%) are longer than max_length %d and are cut (the longest: %d "
+                "tokens with EOS); raise max_length or vocab_size",
+                self.modality, cut, len(lengths), 100 * cut / len(lengths), self.max_length, max(lengths),
+            )
 
     def statistics(self, texts: Iterable[str]) -> dict[str, float]:
         """Vocabulary size, mean tokens per text (with EOS, after truncation) and the share truncated."""
