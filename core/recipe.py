@@ -169,8 +169,8 @@ def with_seed(value: Any, seed: int) -> Any:
     """`value` with every `seed` option left unset (None), at any depth, set to the recipe's `seed`.
 
     Resolved here, before any stage is keyed, so the recipe's seed is part of each stage's config and so of its
-    content hash: `--set seed=1` redoes what that seed reaches (training, sampling) and nothing that keeps a
-    fixed seed of its own (the data set's).
+    content hash: `--set seed=1` redoes what that seed reaches (tokenizers, training, sampling) and nothing
+    that keeps a fixed seed of its own (the data set's).
     """
     if isinstance(value, Spec):
         return attrs.evolve(value, config=with_seed(value.config, seed))
