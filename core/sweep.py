@@ -53,7 +53,7 @@ class Variant:
     overrides: Mapping[str, Any]
     recipe: Recipe
     # Every key the sweep varies -> this variant's value: its own, else the recipe's (as written, or its default).
-    values: Mapping[str, Any] = attrs.field(factory=dict)
+    values: Mapping[str, Any]
 
     def tags(self) -> dict[str, str]:
         """The child run's MLflow tags: what `mmgen compare` groups and labels by."""
@@ -63,8 +63,7 @@ class Variant:
             "mmgen.variant.name": self.name,
             "mmgen.seed": "" if self.seed is None else str(self.seed),
         }
-        shown = {**self.values, **self.overrides}
-        tags.update({f"mmgen.sweep.key.{key}": json.dumps(value) for key, value in shown.items()})
+        tags.update({f"mmgen.sweep.key.{key}": json.dumps(value) for key, value in self.values.items()})
         return tags
 
 
@@ -112,6 +111,7 @@ def structure_sweep(
         points = expand(definition)
     except ConfigError as exc:
         raise RecipeError(f"{label}: {exc}") from None
+    keys = tuple(dict.fromkeys(key for *_, values in points for key in values))
     variants = []
     for name, group, seed, where, values in points:
         variant_data = copy.deepcopy(recipe_data)
@@ -121,14 +121,10 @@ def structure_sweep(
             recipe = structure_recipe(variant_data, registry=registry, source=source)
         except RecipeError as exc:
             raise RecipeError(f"{label}: {blame_variant(str(exc), values, where, label)} (variant {name})") from None
-        variants.append(Variant(name=name, group=group, seed=seed, overrides=values, recipe=recipe))
+        # A variant that leaves a varied key alone still has a value there: the table shows it, not a blank.
+        shown = {key: value_at(variant_data, recipe.to_data(), key) for key in keys}
+        variants.append(Variant(name=name, group=group, seed=seed, overrides=values, recipe=recipe, values=shown))
     check_distinct(variants, registry=registry, label=label)
-    keys = tuple(dict.fromkeys(key for *_, values in points for key in values))
-    # A variant that leaves a varied key alone still has a value there: the table shows it, not a blank.
-    variants = [
-        attrs.evolve(v, values={key: value_at(recipe_data, v.recipe.to_data(), key) for key in keys})
-        for v in variants
-    ]
     return Sweep(base=base, variants=tuple(variants), keys=keys, definition=definition)
 
 

@@ -111,24 +111,34 @@ def test_byte_fallback_round_trips_unseen_characters():
         SentencePieceBPE(vocab_size=120, byte_fallback=True).train(CAPTIONS)
 
 
-def test_fit_reads_train_captions_and_logs_val_lengths():
+class MetricsLog:
+    """A tracker that keeps what it is given."""
+
+    def __init__(self) -> None:
+        self.logged = {}
+
+    def log_metrics(self, metrics, *, step=None):
+        self.logged.update(metrics)
+
+
+def splits(captions: dict[str, list[str]]):
+    """`records(split)` as the data stage gives it: a split it did not write is a MissingSplitError."""
     from mmgen.batch import Record
     from mmgen.errors import MissingSplitError
 
     def records(split):
-        if split == "test":
-            raise MissingSplitError(split)
-        captions = CAPTIONS if split == "train" else ["a large red circle in the top left"]
-        return [Record(key=f"{split}{i}", modality="image", data=b"", captions=(c,)) for i, c in enumerate(captions)]
+        if split not in captions:
+            raise MissingSplitError(f"the data stage wrote no {split!r} split")
+        texts = captions[split]
+        return [Record(key=f"{split}{i}", modality="image", data=b"", captions=(c,)) for i, c in enumerate(texts)]
 
-    class Tracker:
-        logged = {}
+    return records
 
-        def log_metrics(self, metrics, *, step=None):
-            self.logged.update(metrics)
 
+def test_fit_reads_train_captions_and_logs_val_lengths():
+    records = splits({"train": CAPTIONS, "val": ["a large red circle in the top left"]})
     bpe = SentencePieceBPE(vocab_size=120, max_length=12)
-    tracker = Tracker()
+    tracker = MetricsLog()
     bpe.fit(records, tracker=tracker, out_dir=None, device="cpu", seed=0)
     n = len(bpe.encode_ids("a large red circle in the top left"))
     assert tracker.logged == {
@@ -141,34 +151,15 @@ def test_fit_reads_train_captions_and_logs_val_lengths():
 
 
 def test_fit_without_a_val_split_logs_no_statistics():
-    """A data stage that wrote no val split raises MissingSplitError for it (as DataSplits.records does)."""
-    from mmgen.batch import Record
-    from mmgen.errors import MissingSplitError
-
-    def records(split):
-        if split != "train":
-            raise MissingSplitError(f"the data stage wrote no {split!r} split")
-        return [Record(key=f"train{i}", modality="image", data=b"", captions=(c,)) for i, c in enumerate(CAPTIONS)]
-
-    class Tracker:
-        logged = {}
-
-        def log_metrics(self, metrics, *, step=None):
-            self.logged.update(metrics)
-
     bpe = SentencePieceBPE(vocab_size=120, max_length=12)
-    tracker = Tracker()
-    bpe.fit(records, tracker=tracker, out_dir=None, device="cpu", seed=0)
+    tracker = MetricsLog()
+    bpe.fit(splits({"train": CAPTIONS}), tracker=tracker, out_dir=None, device="cpu", seed=0)
     assert tracker.logged == {} and bpe.decode_ids(bpe.encode_ids("a red circle")) == "a red circle"
 
 
 def test_fit_warns_when_train_captions_are_cut_at_max_length(caplog):
-    from mmgen.batch import Record
-
     texts = [*CAPTIONS, "a large red circle in the top left and a small blue square in the bottom right"]
-
-    def records(split):
-        return [Record(key=f"train{i}", modality="image", data=b"", captions=(c,)) for i, c in enumerate(texts)]
+    records = splits({"train": texts})
 
     # Room for every caption: no warning; its lengths (the same merges: same texts) say what max_length 8 cuts.
     fits = SentencePieceBPE(vocab_size=120, max_length=64)
