@@ -32,6 +32,7 @@ from .config import (
     structure_spec,
     to_data,
 )
+from . import stage_folder
 from .errors import UserError
 
 
@@ -47,6 +48,19 @@ class RecipeHeader:
     device: Literal["auto", "cpu", "cuda"] = "auto"
     workdir: str = "runs"
     tracker: Spec = component("trackers", default={"use": "mlflow"})
+    # Stage key -> a finished stage folder made elsewhere (shipped checkpoints, another workdir),
+    # in the recipe's place of that stage: it does not run, later stages read it by that key.
+    reuse: dict[str, str] = attrs.field(factory=dict)
+
+
+@attrs.frozen(kw_only=True)
+class ReusedStage:
+    """A `reuse:` entry, checked when the recipe loads: a finished folder and the stage plugin that made it."""
+
+    key: str
+    folder: Path
+    use: str
+    digest: str
 
 
 @attrs.frozen(kw_only=True)
@@ -60,6 +74,7 @@ class Recipe:
     header: RecipeHeader
     stages: tuple[StageEntry, ...]
     source: Path | None = None
+    reused: tuple[ReusedStage, ...] = ()
 
     @property
     def name(self) -> str:
@@ -155,14 +170,29 @@ def structure_recipe(
             raise ConfigError("stages", f"expected a non-empty mapping of stage name -> options (`data: {{...}}`){got}")
         check_header_keys(data, stages_data, registry)
         header = structure_attrs(RecipeHeader, {k: v for k, v in data.items() if k != "stages"}, registry=registry)
+        reused = reused_stages(header.reuse, stages_data)
         stages = []
         for key, options in stages_data.items():
             spec = structure_stage(key, options, registry=registry)
             stages.append(StageEntry(key=key, spec=with_seed(spec, header.seed)))
-        check_inputs(stages)
+        check_inputs(stages, earlier=[name for r in reused for name in (r.key, r.use)])
     except ConfigError as exc:
         raise RecipeError(f"{blame(exc.path, source, overrides)}: {exc}") from None
-    return Recipe(header=header, stages=tuple(stages), source=source)
+    return Recipe(header=header, stages=tuple(stages), source=source, reused=reused)
+
+
+def reused_stages(reuse: Mapping[str, str], stages_data: Mapping[str, Any]) -> tuple[ReusedStage, ...]:
+    """Each `reuse:` folder's record (read now, so a wrong path stops the recipe before anything runs)."""
+    found = []
+    for key, folder in reuse.items():
+        if key in stages_data:
+            raise ConfigError(f"reuse.{key}", f"stage {key!r} is also under `stages:`; a stage either runs or is reused")
+        try:
+            done = stage_folder.read_done(Path(folder))
+        except UserError as exc:
+            raise ConfigError(f"reuse.{key}", str(exc)) from None
+        found.append(ReusedStage(key=key, folder=Path(folder), use=done["use"], digest=done["hash"]))
+    return tuple(found)
 
 
 def with_seed(value: Any, seed: int) -> Any:
@@ -250,9 +280,10 @@ def _within(path: str, ancestor: str) -> bool:
     return path == ancestor or path.startswith((ancestor + ".", ancestor + "["))
 
 
-def check_inputs(stages: Sequence[StageEntry]) -> None:
-    """Every stage a stage (or a component in it) declares it reads must come earlier in the recipe."""
-    earlier: list[str] = []
+def check_inputs(stages: Sequence[StageEntry], *, earlier: Sequence[str] = ()) -> None:
+    """Every stage a stage (or a component in it) declares it reads must come earlier in the recipe
+    (or be reused: `earlier` holds their keys and plugin names)."""
+    earlier = list(earlier)
     for entry in stages:
         for path, key in declared_inputs(entry.spec.config):
             if key not in earlier:

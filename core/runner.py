@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import hashlib
 import json
 import logging
 import shutil
@@ -131,11 +132,19 @@ def run_tracked(
 
 def stage_folders(recipe: Recipe, *, registry: Any) -> dict[str, Path]:
     """Each stage's folder as the runner would name it (no reuse): which folders a sweep's variants share."""
-    folders, upstream = {}, ""
+    folders, upstream = {}, reused_upstream(recipe)
     for entry in recipe.stages:
         upstream = stage_hash(entry.spec, upstream, registry=registry)
         folders[entry.key] = stage_folder.folder(recipe.header.workdir, entry.key, upstream)
     return folders
+
+
+def reused_upstream(recipe: Recipe) -> str:
+    """What the first stage run is keyed on after the recipe's `reuse:` folders: their hashes, in order."""
+    if not recipe.reused:
+        return ""
+    joined = " ".join(f"{r.key}={r.digest}" for r in recipe.reused)
+    return hashlib.sha256(joined.encode()).hexdigest()[:16]
 
 
 def _run_stages(
@@ -145,7 +154,15 @@ def _run_stages(
     artefacts: dict[str, Path] = {}
     uses: dict[str, str] = {}
     results = []
-    upstream = ""
+    for reused in recipe.reused:
+        stage_folder.verify(reused.folder)  # checked like any other folder before a stage reads it
+        log.info("stage %s: reusing %s (recipe `reuse:`)", reused.key, reused.folder)
+        for name in (reused.key, reused.use):
+            artefacts[name], uses[name] = reused.folder, reused.use
+        results.append(
+            StageResult(key=reused.key, use=reused.use, out_dir=reused.folder, cached=True, seconds=0.0, reused=True)
+        )
+    upstream = reused_upstream(recipe)
     for entry in recipe.stages:
         start = time.perf_counter()
         if entry.key in reuse:

@@ -19,7 +19,7 @@ from recipe_helpers import TINY
 from mmgen.cli import main
 from mmgen.errors import UserError
 
-STAGES = "cache, clip, data, evaluate, generate, tokenizers, train"
+STAGES = "cache, clip, data, evaluate, finetune, generate, tokenizers, train"
 TRAIN_OPTIONS = (
     "model, objectives, tasks, trainer, condition_dropout, caption_weights, samples, tokenizers_stage, cache_stage"
 )
@@ -213,7 +213,7 @@ def test_stage_options_at_the_top_of_the_recipe(workdir):
     fails_with(
         workdir,
         f"{path}: trainer: unknown recipe option; it is an option of stage 'train': put it under `stages.train`"
-        " (options: name, description, seed, device, workdir, tracker, stages)",
+        " (options: name, description, seed, device, workdir, tracker, reuse, stages)",
         str(path),
     )
 
@@ -224,7 +224,7 @@ def test_a_stage_outside_stages(workdir):
     fails_with(
         workdir,
         f"{path}: clip: unknown recipe option; 'clip' is a stage: put it under `stages:`"
-        " (options: name, description, seed, device, workdir, tracker, stages)",
+        " (options: name, description, seed, device, workdir, tracker, reuse, stages)",
         str(path),
     )
 
@@ -251,7 +251,7 @@ def test_stage_options_nested_one_level_too_deep(workdir):
         ("tracker: null", "tracker: expected a mapping with `use: <tracker name>`, got None (NoneType)"),
         ("tracker: [mlflow]", "tracker: expected a mapping with `use: <tracker name>`, got ['mlflow'] (list)"),
         ("tracker: {use: mlfow}", "tracker.use: no tracker named 'mlfow'; did you mean 'mlflow'? (registered: mlflow, none)"),
-        ("naem: tiny", "naem: unknown recipe option; did you mean 'name'? (options: name, description, seed, device, workdir, tracker, stages)"),
+        ("naem: tiny", "naem: unknown recipe option; did you mean 'name'? (options: name, description, seed, device, workdir, tracker, reuse, stages)"),
     ],
 )  # fmt: skip
 def test_header_errors(workdir, line, message):
@@ -345,7 +345,7 @@ def test_set_tracker_use_none_runs_untracked(workdir, monkeypatch):
         ("train.steps=3", f"stages.train.steps: unknown option for TrainModelStage.Config; did you mean 'trainer.steps'? (options: {TRAIN_OPTIONS})"),
         ("data.use=shapes", f"stages.data.use: {DATASET_AS_STAGE}"),
         ("cache=[fast]", "stages.cache: expected a mapping of the stage's options (`cache: {}` for the defaults, `cache: {use: <stage>, ...}` for another stage plugin), got ['fast'] (list)"),
-        ("trainer.steps=5", "trainer: unknown recipe option; it is an option of stage 'train': put it under `stages.train` (options: name, description, seed, device, workdir, tracker, stages)"),
+        ("trainer.steps=5", "trainer: unknown recipe option; it is an option of stage 'train': put it under `stages.train` (options: name, description, seed, device, workdir, tracker, reuse, stages)"),
     ],
 )  # fmt: skip
 def test_an_error_from_a_set_names_the_set(workdir, override, message):

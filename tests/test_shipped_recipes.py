@@ -10,11 +10,22 @@ from mmgen.registry import load_registry
 
 RECIPES = sorted((Path(__file__).parent.parent / "recipes").glob("*.yaml"))
 PIPELINE = ["data", "tokenizers", "cache", "train", "clip", "generate", "evaluate"]
-MAGVLT_RECIPES = [p for p in RECIPES if p.name != "compare_argvlt.yaml"]
+MAGVLT_RECIPES = [p for p in RECIPES if p.name in ("quickstart.yaml", "shapes.yaml")]
 
 
 def test_the_shipped_recipes_are_found():
-    assert [p.name for p in RECIPES] == ["compare_argvlt.yaml", "quickstart.yaml", "shapes.yaml"]
+    assert [p.name for p in RECIPES] == ["compare_argvlt.yaml", "finetune_caption.yaml", "quickstart.yaml", "shapes.yaml"]
+
+
+def test_the_caption_finetuning_starts_from_the_shipped_models_and_measures_before_and_after(monkeypatch):
+    monkeypatch.chdir(RECIPES[0].parents[1])  # its `reuse:` folders are relative to the repository
+    recipe = load_recipe(RECIPES[1], registry=load_registry())
+    assert [(r.key, r.use) for r in recipe.reused] == [("tokenizers", "tokenizers"), ("pretrained", "train")]
+    assert all(r.folder.parent == Path("checkpoints/shapes/artefacts") for r in recipe.reused)
+    stages = {entry.key: entry.spec.config for entry in recipe.stages}
+    assert stages["generate_before"].model_stage == "pretrained" and stages["generate"].model_stage == "finetune"
+    assert stages["generate_before"].sampler == stages["generate"].sampler
+    assert (stages["generate_before"].split, stages["generate"].split) == ("test", "test")
 
 
 @pytest.mark.parametrize("path", MAGVLT_RECIPES, ids=lambda p: p.stem)

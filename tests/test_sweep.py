@@ -241,7 +241,7 @@ TRAINER_OPTIONS = (
     "seed"
 )
 OBJECTIVE_NAMES = "causal_lm, mask, mixsel, target_length, unroll_mask"
-HEADS = "(keys: name, description, seed, device, workdir, tracker, stages)"
+HEADS = "(keys: name, description, seed, device, workdir, tracker, reuse, stages)"
 OWN_SEEDS = {"stages.tokenizers.seed": 0, "stages.train.trainer.seed": 0, "stages.generate.seed": 0}
 FIXED = "every variant shares the sweep's name, workdir, tracker"
 # case -> (the sweep section, the error after `<recipe path>: `)

@@ -64,10 +64,9 @@ def with_old_file_defaults(data: Any, registry: Any) -> Any:
     return {**{k: v for k, v in OLD_FILE_DEFAULTS.items() if k in fields}, **data}
 
 
-def load_trained_model(directory: Path, registry: Any, *, device: str | torch.device = "cpu") -> Any:
-    """The model saved in `directory`, on `device`, in eval mode."""
-    directory = Path(directory)
-    description_path = directory / DESCRIPTION_FILE
+def saved_spec(directory: Path, registry: Any) -> tuple[Spec, JointTokenSpace]:
+    """The Spec and token space a saved model was built with (its model.json)."""
+    description_path = Path(directory) / DESCRIPTION_FILE
     if not description_path.is_file():
         raise FileNotFoundError(f"no trained model in {directory}: {DESCRIPTION_FILE} is missing")
     description = json.loads(description_path.read_text(encoding="utf-8"))
@@ -77,6 +76,13 @@ def load_trained_model(directory: Path, registry: Any, *, device: str | torch.de
     spec = structure_spec(
         "models", with_old_file_defaults(description["model"], registry), path="model", registry=registry
     )
+    return spec, space
+
+
+def load_trained_model(directory: Path, registry: Any, *, device: str | torch.device = "cpu") -> Any:
+    """The model saved in `directory`, on `device`, in eval mode."""
+    directory = Path(directory)
+    spec, space = saved_spec(directory, registry)
     model = registry.build(spec, token_space=space, tokenizers=None)  # rebuilt for its saved weights
     state = torch.load(directory / WEIGHTS_FILE, map_location="cpu", weights_only=True)
     model.load_state_dict(state)

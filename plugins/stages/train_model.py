@@ -79,13 +79,9 @@ def build_training(
     condition_dropout: float = 0.0,
 ) -> Training:
     check_attention(model, objectives, registry=registry)
-    extra = [name for spec in objectives for name in getattr(registry.get(spec.kind, spec.use), "extra_specials", ())]
-    space = joint_space(tokenizers, extra)
-    built = [registry.build(spec, token_space=space, tokenizers=tokenizers) for spec in objectives]
+    space = joint_space(tokenizers, objective_specials(objectives, registry=registry))
 
     import torch
-
-    from mmgen.objectives.training_loss import TrainingLoss
 
     # The initial weights follow the seed alone, not whatever ran before in this process.
     with torch.random.fork_rng(devices=[]):
@@ -94,8 +90,38 @@ def build_training(
     return Training(
         token_space=space,
         model=built_model,
-        loss=TrainingLoss(built, TaskDraw(tasks, seed=seed), condition_dropout=condition_dropout),
+        loss=training_loss(
+            objectives,
+            tasks,
+            seed=seed,
+            registry=registry,
+            token_space=space,
+            tokenizers=tokenizers,
+            condition_dropout=condition_dropout,
+        ),
     )
+
+
+def objective_specials(objectives: Sequence[Spec], *, registry: Any) -> list[str]:
+    """The extra special tokens (markers) the objectives put in sequences."""
+    return [name for spec in objectives for name in getattr(registry.get(spec.kind, spec.use), "extra_specials", ())]
+
+
+def training_loss(
+    objectives: Sequence[Spec],
+    tasks: Mapping[str, TaskConfig],
+    *,
+    seed: int,
+    registry: Any,
+    token_space: Any,
+    tokenizers: Any,
+    condition_dropout: float,
+) -> Any:
+    """The objectives, built over `token_space`, summed under the task draw (TrainingLoss)."""
+    from mmgen.objectives.training_loss import TrainingLoss
+
+    built = [registry.build(spec, token_space=token_space, tokenizers=tokenizers) for spec in objectives]
+    return TrainingLoss(built, TaskDraw(tasks, seed=seed), condition_dropout=condition_dropout)
 
 
 def training_from_config(config: Any, *, registry: Any, tokenizers: Any) -> Training:
