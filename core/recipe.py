@@ -186,7 +186,9 @@ def reused_stages(reuse: Mapping[str, str], stages_data: Mapping[str, Any]) -> t
     found = []
     for key, folder in reuse.items():
         if key in stages_data:
-            raise ConfigError(f"reuse.{key}", f"stage {key!r} is also under `stages:`; a stage either runs or is reused")
+            raise ConfigError(
+                f"reuse.{key}", f"stage {key!r} is also under `stages:`; a stage either runs or is reused"
+            )
         try:
             done = stage_folder.read_done(Path(folder))
         except UserError as exc:

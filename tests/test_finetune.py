@@ -39,7 +39,9 @@ stages:
 """
 
 # Constant lr (no warm-up, floor == base): a run stopped at step 2 and resumed to 4 follows one run of 4.
-FINETUNE_TRAINER = {"steps": 4, "batch_size": 4, "lr": 1e-2, "warmup_steps": 0, "min_lr_ratio": 1.0, "checkpoint_every": 2}
+FINETUNE_TRAINER = {
+    "steps": 4, "batch_size": 4, "lr": 1e-2, "warmup_steps": 0, "min_lr_ratio": 1.0, "checkpoint_every": 2
+}
 
 
 @pytest.fixture(scope="module")
@@ -138,7 +140,10 @@ def test_finetuning_resumes_to_the_same_weights(pretrained, tmp_path):
     def finetune(out_dir: Path, steps: int) -> dict[str, torch.Tensor]:
         config = structure_attrs(
             FinetuneStage.Config,
-            {"tasks": {"t2i": {"context": ["text"], "target": ["image"]}}, "trainer": {**FINETUNE_TRAINER, "steps": steps}},
+            {
+                "tasks": {"t2i": {"context": ["text"], "target": ["image"]}},
+                "trainer": {**FINETUNE_TRAINER, "steps": steps},
+            },
             registry=REGISTRY,
         )
         dataset = cache.split("train", seed=0, tokenizers=tokenizers)
@@ -162,7 +167,8 @@ def test_finetuning_resumes_to_the_same_weights(pretrained, tmp_path):
     ],
 )
 def test_a_pattern_that_names_nothing_is_one_clear_error(pretrained, tmp_path, finetune, message):
-    recipe = load_recipe(finetune_recipe(tmp_path, pretrained, {**finetune, "trainer": FINETUNE_TRAINER}), registry=REGISTRY)
+    path = finetune_recipe(tmp_path, pretrained, {**finetune, "trainer": FINETUNE_TRAINER})
+    recipe = load_recipe(path, registry=REGISTRY)
     with pytest.raises(Exception, match="finetune: ") as caught:
         run_recipe(recipe, registry=REGISTRY)
     assert message in str(caught.value)

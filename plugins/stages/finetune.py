@@ -207,7 +207,9 @@ def finetune_and_save(
     from mmgen.plugins.models.lora import merge_adapters
     from mmgen.plugins.models.saved import save_trained_model
 
-    spec, model = pretrained_model(pretrained_dir, tokenizers=tokenizers, objectives=config.objectives, registry=registry)
+    spec, model = pretrained_model(
+        pretrained_dir, tokenizers=tokenizers, objectives=config.objectives, registry=registry
+    )
     restricted = restrict_training(model, config)
     trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
     log.info(
