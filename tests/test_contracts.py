@@ -288,7 +288,11 @@ class TestTasks:
         task = entry.cls.from_config(default_config(entry))
         others = [m for m in task.needs if m not in ("image", "text")]  # a plugin's modality (audio)
         examples = [
-            Prompt(key=f"k{i}", items={"image": f"image {i}", "text": f"a b c d {i}", **{m: f"{m} {i}" for m in others}})
+            # A text every task can read, the vqa task's `question: ... answer: ...` included.
+            Prompt(
+                key=f"k{i}",
+                items={"image": f"image {i}", "text": f"question: a b c? answer: d {i}", **{m: f"{m} {i}" for m in others}},
+            )
             for i in range(3)
         ]
         prompts = task.prompts(examples)

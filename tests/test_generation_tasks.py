@@ -54,6 +54,7 @@ from mmgen.plugins.stages.evaluate import EvaluateStage, metrics_table
 from mmgen.plugins.stages.generate import GenerateStage, example
 from mmgen.plugins.tasks.builtin import TASKS, half_words, infill_span
 from mmgen.plugins.tasks.text_cleanup import clean_caption
+from mmgen.plugins.tasks.vqa import VisualQuestionAnswering
 from mmgen.samplers.maskgit import FixedLengthOptions, MaskGitSampler, VariableLengthOptions
 from mmgen.stage_folder import mark_done, newest_finished, read_done
 
@@ -135,13 +136,14 @@ def _png(image: torch.Tensor) -> bytes:
 # ---- pure pieces ----------------------------------------------------------------------------------
 
 
-def test_registry_holds_the_nine_builtin_tasks_with_their_modalities():
+def test_registry_holds_the_ten_builtin_tasks_with_their_modalities():
     # An installed plugin package (mmgen-audio's t2a, ...) may add tasks beside the built-in ones.
+    tasks = (*TASKS, VisualQuestionAnswering)
     builtin = [e.name for e in registry().entries("tasks") if e.provider.package == "mmgen"]
-    assert builtin == sorted(t.name for t in TASKS)
-    assert all(registry().get("tasks", t.name) is t for t in TASKS)
+    assert builtin == sorted(t.name for t in tasks)
+    assert all(registry().get("tasks", t.name) is t for t in tasks)
     table = {}
-    for cls in TASKS:
+    for cls in tasks:
         task = build(cls.name)
         assert isinstance(task, GenerationTask) and type(task) is cls and task.summary
         table[task.name] = (task.needs, task.makes)
@@ -155,6 +157,7 @@ def test_registry_holds_the_nine_builtin_tasks_with_their_modalities():
         "it2t": (("image", "text"), ("text",)),
         "t2it": (("text",), ("image", "text")),
         "unconditional": ((), ("image", "text")),
+        "vqa": (("image", "text"), ("text",)),
     }
 
 
