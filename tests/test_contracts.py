@@ -291,7 +291,7 @@ class TestTasks:
             # A text every task can read, the vqa task's `question: ... answer: ...` included.
             Prompt(
                 key=f"k{i}",
-                items={"image": f"image {i}", "text": f"question: a b c? answer: d {i}", **{m: f"{m} {i}" for m in others}},
+                items={"image": f"image {i}", "text": f"question: a b? answer: d {i}", **{m: m for m in others}},
             )
             for i in range(3)
         ]
