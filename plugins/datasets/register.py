@@ -1,4 +1,4 @@
-"""Data plugin: the shapes and lmdb datasets, the shapes_accuracy metric, the data and cache
+"""Data plugin: the shapes, shapes_vqa and lmdb datasets, the shapes_accuracy metric, the data and cache
 stages, and the `mmgen data` command. Imports happen inside the hooks, so loading stays light."""
 
 from mmgen.api import hookimpl
@@ -8,8 +8,10 @@ from mmgen.api import hookimpl
 def register_datasets(register):
     from .lmdb_dataset import LmdbDataset
     from .shapes.dataset import ShapesDataset
+    from .shapes_vqa.dataset import ShapesVqaDataset
 
     register(ShapesDataset)
+    register(ShapesVqaDataset)
     register(LmdbDataset)
 
 
