@@ -33,6 +33,8 @@ def register_stages(register):
 
 @hookimpl
 def register_commands(cli):
-    from .cli import register_commands as add
+    from .cli import ingest_group, register_commands as add
+    from .ingest.vqav2_command import ingest_vqav2
 
+    ingest_group.add_command(ingest_vqav2)
     add(cli)
