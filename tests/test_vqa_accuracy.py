@@ -91,7 +91,7 @@ def test_metric_reads_generated_text_and_class_answers():
     made = [
         generation("question: what colour? answer: red", answers=humans, question_type="colour", answer_type="other"),
         generation(answer="Blue", answers=humans, question_type="colour", answer_type="other"),
-        generation("question: is it? answer: no", answers=["yes"] * 10, question_type="existence", answer_type="yes/no"),
+        generation("question: is it? answer: no", answers=["yes"] * 10, question_type="existence", answer_type="y/n"),
         generation("a caption with no answers to compare"),  # no reference answers: passed over
     ]
     assert VqaAccuracy().compute(made) == {
@@ -99,7 +99,7 @@ def test_metric_reads_generated_text_and_class_answers():
         "vqa/question_type/colour": pytest.approx(0.8),
         "vqa/question_type/existence": 0.0,
         "vqa/answer_type/other": pytest.approx(0.8),
-        "vqa/answer_type/yes/no": 0.0,
+        "vqa/answer_type/y/n": 0.0,
         "vqa/n": 3.0,
     }
 
