@@ -22,7 +22,7 @@ from ..shapes.dataset import SPLIT_STREAMS, ShapesDataset, encode_png
 from ..shapes.render import render
 from ..shapes.spec import all_pairs
 from .balance import Balancer, Question
-from .questions import ANSWER_TYPES, QUESTION_TYPES, scene_questions
+from .questions import ANSWER_TYPES, QUESTION_TYPES, answers_of, scene_questions
 
 if TYPE_CHECKING:
     from mmgen.api import Record
@@ -62,7 +62,7 @@ class ShapesVqaDataset:
         return self._images(split) * self.questions_per_image
 
     def records(self, split: str) -> Iterator[Record]:
-        balancer = Balancer()
+        balancer = Balancer({t: answers_of(t, max_objects=self.shapes.max_objects) for t in QUESTION_TYPES})
         for index in range(self._images(split)):
             yield from self.image_records(split, index, balancer)
 
