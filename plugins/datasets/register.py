@@ -1,4 +1,4 @@
-"""Data plugin: the shapes and lmdb datasets, the shapes_accuracy metric, the data and cache
+"""Data plugin: the shapes, shapes_vqa and lmdb datasets, the shapes_accuracy metric, the data and cache
 stages, and the `mmgen data` command. Imports happen inside the hooks, so loading stays light."""
 
 from mmgen.api import hookimpl
@@ -8,8 +8,10 @@ from mmgen.api import hookimpl
 def register_datasets(register):
     from .lmdb_dataset import LmdbDataset
     from .shapes.dataset import ShapesDataset
+    from .shapes_vqa.dataset import ShapesVqaDataset
 
     register(ShapesDataset)
+    register(ShapesVqaDataset)
     register(LmdbDataset)
 
 
@@ -31,6 +33,8 @@ def register_stages(register):
 
 @hookimpl
 def register_commands(cli):
-    from .cli import register_commands as add
+    from .cli import ingest_group, register_commands as add
+    from .ingest.vqav2_command import ingest_vqav2
 
+    ingest_group.add_command(ingest_vqav2)
     add(cli)

@@ -1,5 +1,5 @@
-"""Metrics plugin: the `fid` and `caption` metrics and the `mmgen eval` command. Imports happen inside the
-hooks, so loading stays light."""
+"""Metrics plugin: the `fid`, `caption` and `vqa_accuracy` metrics and the `mmgen eval` command. Imports happen
+inside the hooks, so loading stays light."""
 
 from mmgen.api import hookimpl
 
@@ -8,9 +8,11 @@ from mmgen.api import hookimpl
 def register_metrics(register):
     from .caption import CaptionScores
     from .fid import Fid
+    from .vqa_accuracy import VqaAccuracy
 
     register(Fid)
     register(CaptionScores)
+    register(VqaAccuracy)
 
 
 @hookimpl
