@@ -9,15 +9,14 @@ words after `answer:` of the generated text.
 
 from __future__ import annotations
 
-from typing import ClassVar, Sequence
+from typing import Any, ClassVar, Sequence
 
 import attrs
 
 from mmgen.api import Prompt, given
+from mmgen.plugins.metrics.vqa_text import ANSWER_MARK
 
 from .builtin import Complete
-
-ANSWER_MARK = "answer:"
 
 
 def question_prefix(text: str) -> str:
@@ -45,3 +44,7 @@ class VisualQuestionAnswering(Complete):
                 raise ValueError(f"task 'vqa', example {e.key!r}: {exc}") from None
             prompts.append(attrs.evolve(e, items={self.image: given(e, self.image, task=self.name), self.text: prefix}))
         return prompts
+
+    def finish(self, modality: str, items: list[Any]) -> list[Any]:
+        # Not the caption clean-up of the other tasks: it cuts at the first period, and answers may hold one.
+        return [" ".join(item.split()) for item in items] if modality == self.text else items
