@@ -4,11 +4,11 @@ import numpy as np
 import pytest
 
 from mmgen.generation.task import Prompt
-from mmgen.plugins.tasks.vqa import VisualQuestionAnswering, question_prefix
+from mmgen.plugins.tasks.vqa import VisualQuestionAnswering, known_prefix
 
 
 def test_the_known_text_ends_at_answer():
-    assert question_prefix("question: what colour is the circle? answer: red") == (
+    assert known_prefix("question: what colour is the circle? answer: red") == (
         "question: what colour is the circle? answer:"
     )
 

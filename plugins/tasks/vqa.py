@@ -19,7 +19,7 @@ from mmgen.plugins.metrics.vqa_text import ANSWER_MARK
 from .builtin import Complete
 
 
-def question_prefix(text: str) -> str:
+def known_prefix(text: str) -> str:
     """`question: ... answer:` of a VQA text (ValueError if it has no `answer:`)."""
     head, mark, _ = text.partition(ANSWER_MARK)
     if not mark:
@@ -39,7 +39,7 @@ class VisualQuestionAnswering(Complete):
         for e in examples:
             text = given(e, self.text, task=self.name)
             try:
-                prefix = question_prefix(text)
+                prefix = known_prefix(text)
             except ValueError as exc:
                 raise ValueError(f"task 'vqa', example {e.key!r}: {exc}") from None
             prompts.append(attrs.evolve(e, items={self.image: given(e, self.image, task=self.name), self.text: prefix}))
