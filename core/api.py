@@ -118,6 +118,13 @@ _EXPORTS: dict[str, tuple[str, str]] = {
     "env_world": ("distributed", "env_world"),
     "epoch_permutation": ("data_stream", "epoch_permutation"),
     "rank_share": ("data_stream", "rank_share"),
+    # training memory on paper (`mmgen estimate`)
+    "TrainingShape": ("memory_estimate", "TrainingShape"),
+    "Tower": ("memory_estimate", "Tower"),
+    "Logits": ("memory_estimate", "Logits"),
+    "MemoryRow": ("memory_estimate", "MemoryRow"),
+    "estimate_memory": ("memory_estimate", "estimate"),
+    "estimate_memory_all": ("memory_estimate", "estimate_all"),
     # long work
     "progress": ("progress", "progress"),
     # files
@@ -128,6 +135,7 @@ _EXPORTS: dict[str, tuple[str, str]] = {
     "newest_finished": ("stage_folder", "newest_finished"),
     "verify_stage_folder": ("stage_folder", "verify"),
     "parse_override": ("recipe", "parse_override"),
+    "load_recipe": ("recipe", "load_recipe"),
     # the registry, for plugins that add commands
     "load_registry": ("registry", "load_registry"),
     "Registry": ("registry", "Registry"),
