@@ -160,11 +160,12 @@ def peak_rss_growth(work: Callable[[], Any]) -> float | None:
     return max(peak - before, 0) / 1024
 
 
-def peer_version(distribution: str) -> str | None:
-    """The installed version of a peer package (the `bench` extra), or None."""
+def peer_version(distribution: str, module: str) -> str | None:
+    """The version of a peer package (the `bench` extra) that imports as `module`, or None."""
     try:
+        importlib.import_module(module)
         return importlib.metadata.version(distribution)
-    except importlib.metadata.PackageNotFoundError:
+    except (ImportError, importlib.metadata.PackageNotFoundError):
         return None
 
 

@@ -73,6 +73,7 @@ from mmgen.samplers.maskgit import FixedLengthOptions, MaskGitSampler, VariableL
 
 TASKS = ("t2i", "i2t")
 WHO = ("MAGVLT", "ARGVLT")  # the first two cases of every comparison
+PEERS = {"muse-maskgit-pytorch": "muse_maskgit_pytorch", "x-transformers": "x_transformers"}
 PAPER_STEPS = {"t2i": FixedLengthOptions().steps, "i2t": VariableLengthOptions().steps}
 
 
@@ -309,7 +310,7 @@ def main() -> None:
         row["achieved_fraction_of_matmul_rate"] = (
             row["flops_per_sample"] / row["seconds_per_sample"] / rates[row["preset"]]
         )
-    peers = {name: peer_version(name) or NOT_INSTALLED for name in ("muse-maskgit-pytorch", "x-transformers")}
+    peers = {name: peer_version(name, module) or NOT_INSTALLED for name, module in PEERS.items()}
     result = {
         "benchmark": "perf_sample",
         "quick": args.quick,

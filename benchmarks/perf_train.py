@@ -233,7 +233,7 @@ def main() -> None:
             rows.append(row)
         # The matmul rate again at the end: a neighbour's load shows as a change.
         rates[preset]["best_after"] = matmul_rate([width, 4 * width], repeats=2 if args.quick else 5)["best"]
-    muse = peer_version("muse-maskgit-pytorch")
+    muse = peer_version("muse-maskgit-pytorch", "muse_maskgit_pytorch")
     result = {
         "benchmark": "perf_train",
         "quick": args.quick,
