@@ -138,7 +138,7 @@ def muse_case(sizes: Sizes, batch: Any, *, out_dir: Path) -> UpdateCase:
     return UpdateCase(MUSE, module, loss_fn, batch, tokens=tokens, out_dir=out_dir)
 
 
-def case_groups(preset: str, sizes: Sizes, *, registry: Any, out_dir: Path, quick: bool) -> list[list[Any]]:
+def case_groups(preset: str, sizes: Sizes, *, registry: Any, out_dir: Path) -> list[list[Any]]:
     """Cases timed together (interleaved); groups run one after another, so base never holds 4 models at once."""
     batch = synthetic_batch(sizes, sizes.train_batch)
     build = dict(registry=registry, out_dir=out_dir)
@@ -155,10 +155,10 @@ def case_groups(preset: str, sizes: Sizes, *, registry: Any, out_dir: Path, quic
     return [[*paper, mask, causal, *peer]]
 
 
-def measure_preset(preset: str, sizes: Sizes, *, rounds: int, registry: Any, quick: bool) -> list[dict[str, Any]]:
+def measure_preset(preset: str, sizes: Sizes, *, rounds: int, registry: Any) -> list[dict[str, Any]]:
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
-        for group in case_groups(preset, sizes, registry=registry, out_dir=Path(tmp), quick=quick):
+        for group in case_groups(preset, sizes, registry=registry, out_dir=Path(tmp)):
             cases = [build() for build in group]
             times = interleaved(
                 {c.label: c for c in cases},
@@ -227,7 +227,7 @@ def main() -> None:
         rates[preset] = matmul_rate([width, 4 * width], repeats=2 if args.quick else 5)
         print(f"{preset}: fp32 matmul {rates[preset]['best'] / 1e9:.1f} GFLOP/s; timing...", flush=True)
         rounds = args.rounds or (1 if args.quick else 2 if preset == "base" else 6)
-        for row in measure_preset(preset, sizes, rounds=rounds, registry=registry, quick=args.quick):
+        for row in measure_preset(preset, sizes, rounds=rounds, registry=registry):
             row["rounds"] = rounds
             row["fraction_of_matmul_rate"] = row["achieved_flops_per_s"] / rates[preset]["best"]
             rows.append(row)
