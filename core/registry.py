@@ -40,6 +40,7 @@ DEFAULT_PLUGINS = (
     "mmgen.plugins.refiners.register",
     "mmgen.plugins.clip.register",
     "mmgen.plugins.metrics.register",
+    "mmgen.plugins.serve.register",
 )
 
 ENTRY_POINT_GROUP = "mmgen"
