@@ -23,7 +23,6 @@ from typing import Annotated, Any, AsyncIterator
 import attrs
 from fastapi import FastAPI, File, Form, HTTPException, Request, UploadFile
 from fastapi.responses import HTMLResponse, JSONResponse, Response
-from fastapi.staticfiles import StaticFiles
 from pydantic import BaseModel, ConfigDict, Field
 
 from mmgen.api import UserError, __version__
@@ -48,6 +47,7 @@ class Limits:
 LIMITS = Limits()
 SEED_MAX = 2**31 - 1
 REGION_HELP = "TOP,LEFT,BOTTOM,RIGHT in image fractions, e.g. 0.25,0.25,0.75,0.75 (the centre)"
+STATIC = {"app.js": "text/javascript", "style.css": "text/css"}
 EXAMPLE_PROMPT = "a large red circle in the top left and a small blue square in the center"
 
 
@@ -73,7 +73,6 @@ def create_app(engine: Any, *, out_dir: Path, capacity: int = 8, example_prompt:
 
     app = FastAPI(title="mmgen serve", version=__version__, description=__doc__, lifespan=lifespan)
     app.state.jobs = jobs
-    app.mount("/static", StaticFiles(directory=str(resources.files(__package__) / "static")), name="static")
 
     @app.middleware("http")
     async def limit_body(request: Request, call_next: Any) -> Any:
@@ -87,7 +86,14 @@ def create_app(engine: Any, *, out_dir: Path, capacity: int = 8, example_prompt:
 
     @app.get("/", response_class=HTMLResponse, include_in_schema=False)
     def page() -> str:
-        return (resources.files(__package__) / "static" / "index.html").read_text(encoding="utf-8")
+        return _static("index.html").decode("utf-8")
+
+    @app.get("/static/{name}", include_in_schema=False)
+    def static(name: str) -> Response:
+        """The page's script and style, by a fixed list of names: no request path reaches the file system."""
+        if name not in STATIC:
+            raise HTTPException(status_code=404, detail="no such file")
+        return Response(_static(name), media_type=STATIC[name])
 
     @app.get("/api/info")
     def info() -> dict[str, Any]:
@@ -218,6 +224,10 @@ def _job(jobs: JobQueue, job_id: str) -> Job:
     if job is None:
         raise HTTPException(status_code=404, detail=f"no job {job_id[:40]!r} (finished jobs are kept for a while)")
     return job
+
+
+def _static(name: str) -> bytes:
+    return (resources.files(__package__) / "static" / name).read_bytes()
 
 
 def _too_large(detail: str) -> JSONResponse:

@@ -40,7 +40,7 @@ def serve(run_dir, host, port, out_dir, recipe, overrides, capacity, example_pro
         raise UserError(f"mmgen serve needs the serve extra ({exc.name} is missing): pip install 'mmgen[serve]'") from None
     from .engine import Engine
 
-    listener = _listen(host, port)
+    listener = listen(host, port)
     if host not in LOOPBACK:
         click.echo(
             f"warning: listening on {host}: anyone who can reach this machine can use the model (no authentication)",
@@ -62,7 +62,7 @@ def serve(run_dir, host, port, out_dir, recipe, overrides, capacity, example_pro
     server.run(sockets=[listener])
 
 
-def _listen(host: str, port: int) -> socket.socket:
+def listen(host: str, port: int) -> socket.socket:
     """A listening socket, so a taken port is one clear line (and --port 0 picks a free one)."""
     from mmgen.api import UserError
 
