@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import platform
 import threading
@@ -101,7 +102,7 @@ def load(url: str, *, requests: int, clients: int, body: dict[str, Any]) -> dict
 def percentile(values: list[float], q: float) -> float:
     """The q-th percentile by nearest rank."""
     ordered = sorted(values)
-    return ordered[max(0, min(len(ordered) - 1, round(q / 100 * len(ordered) + 0.5) - 1))]
+    return ordered[max(0, min(len(ordered), math.ceil(q / 100 * len(ordered))) - 1)]
 
 
 def summary(outcomes: list[dict[str, Any]], *, wall: float, requests: int, clients: int) -> dict[str, Any]:
