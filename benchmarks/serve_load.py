@@ -158,6 +158,8 @@ def main() -> None:
 
     import tempfile
 
+    import torch
+
     from mmgen.plugins.serve.app import EXAMPLE_PROMPT, create_app
     from mmgen.plugins.serve.background import serving
     from mmgen.plugins.serve.engine import Engine
@@ -171,9 +173,11 @@ def main() -> None:
     result.update(
         run=str(args.run.resolve().relative_to(ROOT) if args.run.resolve().is_relative_to(ROOT) else args.run),
         body=body,
-        machine=f"{platform.processor() or platform.machine()}, {os.cpu_count()} CPUs",
+        machine=f"{platform.processor() or platform.machine()}, {os.cpu_count()} CPUs, {torch.get_num_threads()} torch threads",
     )
+    threads = os.environ.get("OMP_NUM_THREADS")
     command = f"python benchmarks/serve_load.py --requests {args.requests} --clients {args.clients}"
+    command = f"OMP_NUM_THREADS={threads} {command}" if threads else command
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "serve_load.json").write_text(json.dumps(result, indent=2) + "\n")
     (args.out / "serve_load.md").write_text(markdown(result, command=command))
