@@ -142,6 +142,10 @@ def markdown(result: dict[str, Any], *, command: str) -> str:
             f" | {result['jobs_per_s']} | {latency.get('p50')} | {latency.get('p90')} | {latency.get('p99')}"
             f" | {latency.get('max')} |",
             "",
+            f"The model runs one job at a time: {result['wall_s'] / max(1, result['done']):.2f} s a job here (wall /"
+            f" done), and a request waits behind the other {result['clients'] - 1} clients' jobs, so the median"
+            " latency is about the clients times that.",
+            "",
         ]
     )
 
@@ -173,7 +177,8 @@ def main() -> None:
     result.update(
         run=str(args.run.resolve().relative_to(ROOT) if args.run.resolve().is_relative_to(ROOT) else args.run),
         body=body,
-        machine=f"{platform.processor() or platform.machine()}, {os.cpu_count()} CPUs, {torch.get_num_threads()} torch threads",
+        machine=f"{platform.processor() or platform.machine()}, {os.cpu_count()} CPUs,"
+        f" {torch.get_num_threads()} torch threads",
     )
     threads = os.environ.get("OMP_NUM_THREADS")
     command = f"python benchmarks/serve_load.py --requests {args.requests} --clients {args.clients}"

@@ -62,7 +62,9 @@ def pixels(data: bytes) -> np.ndarray:
 
 def generate(run_dir: Path, out: Path, *args: str) -> list[dict]:
     """`mmgen generate` of the same run; its generations.jsonl rows."""
-    result = CliRunner().invoke(main, ["generate", "--run", str(run_dir), "--tracker", "none", "--out", str(out), *args])
+    result = CliRunner().invoke(
+        main, ["generate", "--run", str(run_dir), "--tracker", "none", "--out", str(out), *args]
+    )
     assert result.exit_code == 0, result.output
     return [json.loads(line) for line in (out / "generations.jsonl").read_text().splitlines()]
 
@@ -77,14 +79,30 @@ def submit(client, url: str, **kwargs) -> dict:
 def test_text_to_image_shows_each_step_and_makes_what_generate_makes(client, run_dir, out_dir, tmp_path):
     job = submit(client, "/api/t2i", json={"prompt": PROMPT, "candidates": 2, "steps": 3, "seed": 5})
     assert (job["status"], job["progress"], job["error"]) == ("done", 1.0, None)
-    assert [(f["step"], f["steps"], f["modality"]) for f in job["frames"]] == [(1, 3, "image"), (2, 3, "image"), (3, 3, "image")]
+    assert [(f["step"], f["steps"], f["modality"]) for f in job["frames"]] == [
+        (1, 3, "image"),
+        (2, 3, "image"),
+        (3, 3, "image"),
+    ]
     assert [f["files"] for f in job["frames"]] == [[f"step-00{i}-0.png", f"step-00{i}-1.png"] for i in range(3)]
     assert job["result"] == {"files": ["output-0.png", "output-1.png"], "texts": []}
     answers = [client.get(job["files"] + name) for name in job["result"]["files"]]
     assert [a.headers["content-type"] for a in answers] == ["image/png", "image/png"]
     served = [pixels(a.content) for a in answers]
-    rows = generate(run_dir, tmp_path / "gen", "--task", "t2i", "--prompt", PROMPT, "--prompt", PROMPT, "--seed", "5",
-                    "--set", "sampler.fixed.steps=3")
+    rows = generate(
+        run_dir,
+        tmp_path / "gen",
+        "--task",
+        "t2i",
+        "--prompt",
+        PROMPT,
+        "--prompt",
+        PROMPT,
+        "--seed",
+        "5",
+        "--set",
+        "sampler.fixed.steps=3",
+    )
     expected = [pixels((tmp_path / "gen" / row["outputs"]["image"]["png"]).read_bytes()) for row in rows]
     assert all(np.array_equal(s, e) for s, e in zip(served, expected, strict=True))
     # The last step has every token fixed: its frame is the output.
@@ -103,8 +121,16 @@ def test_image_to_text_captions_an_upload_as_generate_does(client, run_dir, tmp_
     assert job["status"] == "done" and len(job["result"]["texts"]) == 1 and job["result"]["files"] == []
     assert [(f["step"], f["modality"], len(f["texts"])) for f in job["frames"]] == [(i, "text", 1) for i in (1, 2, 3)]
     (tmp_path / "in.png").write_bytes(upload)
-    rows = generate(run_dir, tmp_path / "gen", "--task", "i2t", "--image", str(tmp_path / "in.png"),
-                    "--set", "sampler.variable.steps=3")
+    rows = generate(
+        run_dir,
+        tmp_path / "gen",
+        "--task",
+        "i2t",
+        "--image",
+        str(tmp_path / "in.png"),
+        "--set",
+        "sampler.variable.steps=3",
+    )
     assert job["result"]["texts"] == [rows[0]["outputs"]["text"]]
 
 
@@ -129,7 +155,12 @@ def test_info_gives_the_tasks_the_runs_sampler_settings_and_the_limits(client):
 def test_the_openapi_spec_documents_the_api(client):
     spec = client.get("/openapi.json").json()
     assert set(spec["paths"]) == {
-        "/api/info", "/api/t2i", "/api/i2t", "/api/inpaint", "/api/jobs/{job_id}", "/api/jobs/{job_id}/files/{name}"
+        "/api/info",
+        "/api/t2i",
+        "/api/i2t",
+        "/api/inpaint",
+        "/api/jobs/{job_id}",
+        "/api/jobs/{job_id}/files/{name}",
     }
     prompt = spec["components"]["schemas"]["TextToImage"]["properties"]["prompt"]
     assert (prompt["minLength"], prompt["maxLength"]) == (1, 300)
@@ -151,18 +182,31 @@ BAD = [
     ("/api/t2i", {"json": {"prompt": PROMPT, "candidates": 9}}, 422, (["body", "candidates"], "less_than_equal")),
     ("/api/t2i", {"json": {"prompt": PROMPT, "steps": 0}}, 422, (["body", "steps"], "greater_than_equal")),
     ("/api/t2i", {"json": {"prompt": PROMPT, "negative": "x"}}, 422, (["body", "negative"], "extra_forbidden")),
-    ("/api/t2i", {"content": b"{", "headers": {"content-type": "application/json"}}, 422, (["body", 1], "json_invalid")),
+    (
+        "/api/t2i",
+        {"content": b"{", "headers": {"content-type": "application/json"}},
+        422,
+        (["body", 1], "json_invalid"),
+    ),
     ("/api/t2x", {"json": {"prompt": PROMPT}}, 404, "unknown task 't2x': this server runs t2i, i2t, inpaint"),
     ("/api/i2t", upload(b"GIF89a nonsense"), 400, "image: not a PNG, JPEG or other picture Pillow can read"),
     ("/api/i2t", upload(b""), 400, "image: the upload is empty"),
     ("/api/i2t", {"data": {"steps": "3"}}, 422, (["body", "image"], "missing")),
     ("/api/i2t", upload(picture_png(), steps="65"), 422, (["body", "steps"], "less_than_equal")),
     ("/api/i2t", upload(b"x" * 1_000_001), 413, "request body over 1,000,000 bytes"),
-    ("/api/inpaint", upload(picture_png(), region="1,2,3"), 422,
-     "region: region must be four numbers top,left,bottom,right; got '1,2,3'"),
-    ("/api/inpaint", upload(picture_png(), region="0.5,0.5,0.2,0.9"), 422,
-     "region: region (top, left, bottom, right) needs 0 <= top < bottom <= 1 and 0 <= left < right <= 1,"
-     " got (0.5, 0.5, 0.2, 0.9)"),
+    (
+        "/api/inpaint",
+        upload(picture_png(), region="1,2,3"),
+        422,
+        "region: region must be four numbers top,left,bottom,right; got '1,2,3'",
+    ),
+    (
+        "/api/inpaint",
+        upload(picture_png(), region="0.5,0.5,0.2,0.9"),
+        422,
+        "region: region (top, left, bottom, right) needs 0 <= top < bottom <= 1 and 0 <= left < right <= 1,"
+        " got (0.5, 0.5, 0.2, 0.9)",
+    ),
     ("/api/inpaint", upload(picture_png(), caption="y" * 301), 422, (["body", "caption"], "string_too_long")),
 ]
 
@@ -199,19 +243,24 @@ def test_a_body_without_a_length_is_refused(client):
 def test_no_request_path_reaches_the_file_system(client):
     job = submit(client, "/api/t2i", json={"prompt": PROMPT, "candidates": 1, "steps": 1})
     # Names are looked up among the job's own; a path with slashes matches no route at all.
-    answers = {name: client.get(job["files"] + name) for name in ("..%2F..%2Fengine.py", "%2Fetc%2Fpasswd", "engine.py")}
+    answers = {
+        name: client.get(job["files"] + name) for name in ("..%2F..%2Fengine.py", "%2Fetc%2Fpasswd", "engine.py")
+    }
     assert {name: (a.status_code, a.json()["detail"]) for name, a in answers.items()} == {
         "..%2F..%2Fengine.py": (404, "Not Found"),
         "%2Fetc%2Fpasswd": (404, "Not Found"),
         "engine.py": (404, f"job {job['id']} has no file 'engine.py'"),
     }
     assert client.get("/api/jobs/nope").json() == {"detail": "no job 'nope' (finished jobs are kept for a while)"}
-    assert [client.get(f"/static/{name}").status_code for name in ("app.js", "style.css", "engine.py", "..%2Fapp.py")] == [
-        200, 200, 404, 404
-    ]
+    assert [
+        client.get(f"/static/{name}").status_code for name in ("app.js", "style.css", "engine.py", "..%2Fapp.py")
+    ] == [200, 200, 404, 404]
     page = client.get("/")
-    assert page.status_code == 200 and '<script src="/static/app.js">' in page.text and "http" not in page.text.split(
-        "<body>")[0].replace('http-equiv', '')
+    assert (
+        page.status_code == 200
+        and '<script src="/static/app.js">' in page.text
+        and "http" not in page.text.split("<body>")[0].replace("http-equiv", "")
+    )
 
 
 class GatedEngine:
@@ -260,7 +309,11 @@ def test_a_full_queue_answers_503_with_retry_after_and_loses_nothing(tmp_path):
         assert busy.json() == {"detail": f"busy: try again in {retry} s"}
         engine.gate.set()
         jobs = [finished(client, j) for j in [first["id"], *(a.json()["id"] for a in queued)]]
-        assert [(j["status"], j["result"]["texts"]) for j in jobs] == [("done", ["a"]), ("done", ["b"]), ("done", ["c"])]
+        assert [(j["status"], j["result"]["texts"]) for j in jobs] == [
+            ("done", ["a"]),
+            ("done", ["b"]),
+            ("done", ["c"]),
+        ]
         again = submit(client, "/api/t2i", json={"prompt": "d"})
         assert again["result"]["texts"] == ["d"]
     assert engine.order == ["a", "b", "c", "d"]
@@ -274,7 +327,10 @@ def test_a_failed_job_says_why_and_the_server_goes_on(tmp_path):
         crashed = submit(client, "/api/t2i", json={"prompt": "crash"})
         fine = submit(client, "/api/t2i", json={"prompt": "fine"})
     assert (failed["status"], failed["error"]) == ("failed", "the model refuses this prompt")
-    assert (crashed["status"], crashed["error"]) == ("failed", "internal error (RuntimeError); the server log has the details")
+    assert (crashed["status"], crashed["error"]) == (
+        "failed",
+        "internal error (RuntimeError); the server log has the details",
+    )
     assert (fine["status"], fine["result"]["texts"]) == ("done", ["fine"])
 
 
@@ -325,13 +381,19 @@ def test_a_taken_port_and_a_folder_without_a_run_are_one_line_each(run_dir, tmp_
         port = taken.getsockname()[1]
         result = serve(str(run_dir), "--port", str(port))
     assert (result.exit_code, result.stderr) == (
-        2, f"error: mmgen serve: cannot listen on 127.0.0.1 port {port}: Address already in use\n"
+        2,
+        f"error: mmgen serve: cannot listen on 127.0.0.1 port {port}: Address already in use\n",
     )
     result = serve(str(tmp_path), "--port", "0")
-    assert (result.exit_code, result.stderr) == (2, f"error: no finished 'train' stage under {tmp_path / 'artefacts'}\n")
+    assert (result.exit_code, result.stderr) == (
+        2,
+        f"error: no finished 'train' stage under {tmp_path / 'artefacts'}\n",
+    )
     result = serve(str(run_dir), "--port", "0", "--set", "task.region=[0,0,1,1]")
     assert (result.exit_code, result.stderr) == (
-        2, "error: mmgen serve: --set task.region=[0,0,1,1]: serve takes sampler options only (sampler.fixed.steps=16, ...)\n"
+        2,
+        "error: mmgen serve: --set task.region=[0,0,1,1]:"
+        " serve takes sampler options only (sampler.fixed.steps=16, ...)\n",
     )
 
 
@@ -343,3 +405,17 @@ def test_the_sampler_comes_from_the_recipe_then_set(run_dir):
     assert data == expected
     engine = Engine(run_dir, registry=load_registry(), sampler=data)
     assert engine.defaults == {"sampler": "maskgit", "image_steps": 8, "text_steps": 24, "guidance": 2.0}
+
+
+def test_closing_with_a_full_queue_finishes_the_running_job_and_drops_the_rest():
+    from mmgen.plugins.serve.jobs import JobQueue
+
+    gate = threading.Event()
+    jobs = JobQueue(lambda job: gate.wait(timeout=60), capacity=1)
+    running = jobs.submit("t2i", None)
+    wait_until(lambda: running.status == "running")
+    waiting = jobs.submit("t2i", None)
+    threading.Timer(0.2, gate.set).start()
+    jobs.close()  # returns although the queue is full
+    assert (running.status, waiting.status) == ("done", "queued")
+    assert not jobs.worker.is_alive()

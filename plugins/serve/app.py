@@ -113,9 +113,7 @@ def create_app(engine: Any, *, out_dir: Path, capacity: int = 8, example_prompt:
         try:
             job = jobs.submit(request.task, request)
         except QueueFull as exc:
-            return JSONResponse(
-                {"detail": str(exc)}, status_code=503, headers={"Retry-After": str(exc.retry_after)}
-            )
+            return JSONResponse({"detail": str(exc)}, status_code=503, headers={"Retry-After": str(exc.retry_after)})
         return JSONResponse(_view(jobs, job), status_code=202, headers={"Location": f"/api/jobs/{job.id}"})
 
     @app.post("/api/t2i", status_code=202)
@@ -165,7 +163,9 @@ def create_app(engine: Any, *, out_dir: Path, capacity: int = 8, example_prompt:
 
     @app.post("/api/{task}", include_in_schema=False)
     def unknown_task(task: str) -> None:
-        raise HTTPException(status_code=404, detail=f"unknown task {task[:40]!r}: this server runs {', '.join(engines.TASKS)}")
+        raise HTTPException(
+            status_code=404, detail=f"unknown task {task[:40]!r}: this server runs {', '.join(engines.TASKS)}"
+        )
 
     @app.get("/api/jobs/{job_id}")
     def job_status(job_id: str) -> dict[str, Any]:
@@ -192,7 +192,13 @@ def _run(engine: Any, job: Job, out_dir: Path) -> None:
         pictures = [job.add_file(f"step-{index:03d}-{i}.png", p) for i, p in enumerate(frame.pictures)]
         job.step, job.steps = frame.step, frame.steps
         job.frames.append(
-            {"step": frame.step, "steps": frame.steps, "modality": frame.modality, "files": pictures, "texts": frame.texts}
+            {
+                "step": frame.step,
+                "steps": frame.steps,
+                "modality": frame.modality,
+                "files": pictures,
+                "texts": frame.texts,
+            }
         )
 
     result = engine.generate(request, out_dir=job_folder(out_dir, job), on_frame=on_frame)

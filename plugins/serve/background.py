@@ -1,7 +1,7 @@
 """The application served from a thread of this process on a loopback port: for tests, benchmarks and notebooks.
 
-    with serving(app) as url:      # http://127.0.0.1:PORT
-        ...
+with serving(app) as url:      # http://127.0.0.1:PORT
+    ...
 """
 
 from __future__ import annotations

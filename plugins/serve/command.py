@@ -14,18 +14,34 @@ LOOPBACK = ("127.0.0.1", "localhost", "::1")
 
 @click.command("serve")
 @click.argument("run_dir", metavar="RUN", type=click.Path(exists=True, file_okay=False, path_type=Path))
-@click.option("--host", default="127.0.0.1", show_default=True, help="Interface to listen on (another than loopback: a warning).")
+@click.option(
+    "--host", default="127.0.0.1", show_default=True, help="Interface to listen on (another than loopback: a warning)."
+)
 @click.option("--port", type=click.IntRange(0, 65535), default=8000, show_default=True, help="0: any free port.")
 @click.option(
-    "--out", "out_dir", type=click.Path(file_okay=False, path_type=Path), default=None,
+    "--out",
+    "out_dir",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=None,
     help="Where each request's outputs go (PNGs, generations.jsonl); default: a new temporary folder.",
 )
 @click.option(
-    "--recipe", type=click.Path(exists=True, dir_okay=False, path_type=Path), default=None,
+    "--recipe",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    default=None,
     help="Sample as this recipe's generate stage does (its `sampler`), e.g. recipes/shapes.yaml.",
 )
-@click.option("--set", "overrides", multiple=True, metavar="PATH=VALUE", help="A sampler option, e.g. sampler.fixed.steps=16.")
-@click.option("--queue", "capacity", type=click.IntRange(min=1), default=8, show_default=True, help="Requests that may wait; more get 503.")
+@click.option(
+    "--set", "overrides", multiple=True, metavar="PATH=VALUE", help="A sampler option, e.g. sampler.fixed.steps=16."
+)
+@click.option(
+    "--queue",
+    "capacity",
+    type=click.IntRange(min=1),
+    default=8,
+    show_default=True,
+    help="Requests that may wait; more get 503.",
+)
 @click.option("--example-prompt", default=None, help="The prompt the page starts with (default: a Shapes caption).")
 @click.option("--device", default="cpu", show_default=True)
 def serve(run_dir, host, port, out_dir, recipe, overrides, capacity, example_prompt, device):  # fmt: skip
@@ -37,7 +53,9 @@ def serve(run_dir, host, port, out_dir, recipe, overrides, capacity, example_pro
 
         from .app import EXAMPLE_PROMPT, create_app
     except ImportError as exc:
-        raise UserError(f"mmgen serve needs the serve extra ({exc.name} is missing): pip install 'mmgen[serve]'") from None
+        raise UserError(
+            f"mmgen serve needs the serve extra ({exc.name} is missing): pip install 'mmgen[serve]'"
+        ) from None
     from .engine import Engine
 
     listener = listen(host, port)

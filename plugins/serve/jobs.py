@@ -9,6 +9,7 @@ ever reaches the file system.
 from __future__ import annotations
 
 import collections
+import contextlib
 import logging
 import math
 import queue
@@ -65,6 +66,7 @@ class JobQueue:
         self.jobs: collections.OrderedDict[str, Job] = collections.OrderedDict()
         self.lock = threading.Lock()
         self.recent: collections.deque[float] = collections.deque(maxlen=16)  # seconds of the last jobs
+        self.closed = False
         self.worker = threading.Thread(target=self._work, name="mmgen-serve-worker", daemon=True)
         self.worker.start()
 
@@ -97,7 +99,10 @@ class JobQueue:
         return max(1, math.ceil(mean * (self.waiting.qsize() + 1)))
 
     def close(self) -> None:
-        self.waiting.put(None)
+        """Stop after the running job; waiting jobs are dropped (the server is going away)."""
+        self.closed = True
+        with contextlib.suppress(queue.Full):
+            self.waiting.put_nowait(None)  # wakes an idle worker
         self.worker.join(timeout=30)
 
     def _forget_old(self) -> None:
@@ -106,7 +111,7 @@ class JobQueue:
             del self.jobs[job_id]
 
     def _work(self) -> None:
-        while (job := self.waiting.get()) is not None:
+        while not self.closed and (job := self.waiting.get()) is not None:
             job.status, job.started = RUNNING, time.monotonic()
             try:
                 self.run(job)
