@@ -29,4 +29,6 @@ def discover() -> tuple[list[str], dict[str, str]]:
 
 
 packages, package_dir = discover()
-setup(packages=packages, package_dir=package_dir, package_data={p: ["*.yaml", "*.json", "*.model"] for p in packages})
+# static/: a web page's files (mmgen serve's), in a folder that is not a package.
+package_data = {p: ["*.yaml", "*.json", "*.model", "static/*"] for p in packages}
+setup(packages=packages, package_dir=package_dir, package_data=package_data)

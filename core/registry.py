@@ -41,6 +41,7 @@ DEFAULT_PLUGINS = (
     "mmgen.plugins.clip.register",
     "mmgen.plugins.metrics.register",
     "mmgen.plugins.estimate.register",
+    "mmgen.plugins.serve.register",
 )
 
 ENTRY_POINT_GROUP = "mmgen"

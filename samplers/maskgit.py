@@ -18,7 +18,7 @@ generated token can still be revised.
 from __future__ import annotations
 
 import math
-from typing import Any, ClassVar
+from typing import Any, Callable, ClassVar
 
 import attrs
 import torch
@@ -192,8 +192,21 @@ class MaskGitSampler:
         return branches
 
     @torch.no_grad()
-    def generate(self, model: Any, request: GenerationRequest, *, generator: torch.Generator) -> TokenBatch:
-        """Generate the target segments in order; returns them, in request order."""
+    def generate(
+        self,
+        model: Any,
+        request: GenerationRequest,
+        *,
+        generator: torch.Generator,
+        on_step: Callable[..., None] | None = None,
+    ) -> TokenBatch:
+        """Generate the target segments in order; returns them, in request order.
+
+        `on_step`, if given, is called after every refinement step (a live view such as `mmgen serve`'s) as
+        `on_step(step=, steps=, segment=, masked=)`: step counts from 1; `segment` holds every token as it
+        stands, still-masked positions filled with this step's samples; `masked` is True where a token is not
+        yet fixed (image targets; all False for text, whose every token may still be revised).
+        """
         if getattr(model, "attention", "bidirectional") == "causal":
             raise UserError(
                 f"the maskgit sampler fills masked tokens in parallel, but model {getattr(model, 'name', type(model).__name__)!r} "
@@ -206,9 +219,9 @@ class MaskGitSampler:
             if not part.target:
                 continue
             if space.space(part.modality).variable_length:
-                segment = self._fill_variable(model, context, part, generator=generator)
+                segment = self._fill_variable(model, context, part, generator=generator, on_step=on_step)
             else:
-                segment = self._fill_fixed(model, context, part, generator=generator)
+                segment = self._fill_fixed(model, context, part, generator=generator, on_step=on_step)
             outputs.append(segment)
             # Later targets are conditioned on this one (T2IT, unconditional pairs).
             context.append(_Known(segment=segment, mask=torch.zeros_like(segment.tokens, dtype=torch.bool)))
@@ -217,7 +230,13 @@ class MaskGitSampler:
         return TokenBatch(segments=outputs)
 
     def _fill_fixed(
-        self, model: Any, context: list[_Known], part: RequestSegment, *, generator: torch.Generator
+        self,
+        model: Any,
+        context: list[_Known],
+        part: RequestSegment,
+        *,
+        generator: torch.Generator,
+        on_step: Callable[..., None] | None = None,
     ) -> Segment:
         """MAGVLT T2I: T steps; after step t, ceil(cos(pi/2 t/T) N) tokens stay masked."""
         options = self.fixed
@@ -245,10 +264,19 @@ class MaskGitSampler:
             fix = top_per_row(confidence, masked.sum(1) - still.clamp(min=0), masked)
             tokens = torch.where(fix, sampled, tokens)
             masked = masked & ~fix
+            if on_step is not None:
+                guess = Segment(modality=part.modality, tokens=torch.where(masked, sampled, tokens), lengths=lengths)
+                on_step(step=step + 1, steps=options.steps, segment=guess, masked=masked.clone())
         return Segment(modality=part.modality, tokens=tokens, lengths=lengths)
 
     def _fill_variable(
-        self, model: Any, context: list[_Known], part: RequestSegment, *, generator: torch.Generator
+        self,
+        model: Any,
+        context: list[_Known],
+        part: RequestSegment,
+        *,
+        generator: torch.Generator,
+        on_step: Callable[..., None] | None = None,
     ) -> Segment:
         """MAGVLT I2T: predict the length, then T iterations re-masking floor(N (T - t)/T) tokens."""
         options = self.variable
@@ -288,6 +316,9 @@ class MaskGitSampler:
             )
             tokens = torch.where(remask, sampled, tokens)
             log_p = torch.where(remask, sampled_log_p, log_p)
+            if on_step is not None:
+                segment = Segment(modality=part.modality, tokens=tokens.clone(), lengths=lengths)
+                on_step(step=step + 1, steps=options.steps, segment=segment, masked=torch.zeros_like(unknown))
         return Segment(modality=part.modality, tokens=tokens, lengths=lengths)
 
     def _predict_lengths(

@@ -312,6 +312,36 @@ def test_same_seed_same_output_other_seed_differs():
     assert not torch.equal(first, other)
 
 
+def test_on_step_sees_every_step_and_changes_nothing():
+    """The live view's hook (`mmgen serve`): one call per step, fixed tokens as they end up, the same output."""
+    space = spaces(image_shape=(4, 4))
+    model = FakeModel(space, {"image": uniform_over([8] * 16, 8), "text": uniform_over([2] * 6, 10)})
+    request = GenerationRequest(segments=[prompt(), blank("image", 1, 16)])
+    seen = []
+    record = lambda **step: seen.append(step)  # noqa: E731
+    sampler = MaskGitSampler()
+    plain = sampler.generate(model, request, generator=torch.Generator().manual_seed(7)).segments[0].tokens
+    watched = sampler.generate(model, request, generator=torch.Generator().manual_seed(7), on_step=record)
+    assert torch.equal(watched.segments[0].tokens, plain)
+    assert [(s["step"], s["steps"]) for s in seen] == [(t, 10) for t in range(1, 11)]
+    assert [s["masked"].sum().item() for s in seen] == [15, 14, 13, 12, 11, 10, 8, 5, 3, 0]
+    for step in seen:  # a fixed token is shown as it ends up
+        fixed = ~step["masked"]
+        assert torch.equal(step["segment"].tokens[fixed], plain[fixed])
+    text_model = FakeModel(
+        spaces(), {"image": uniform_over([8] * 4, 8), "text": uniform_over([9] * 6, 10)},
+        length_logits=torch.tensor([0.0, 0.0, 0.0, 0.0, 4.0, 0.0]),
+    )
+    captions = []
+    text_request = GenerationRequest(segments=[segment("image", [[1, 2, 3, 4]]), blank("text", 1, 6)])
+    out = MaskGitSampler().generate(
+        text_model, text_request, generator=torch.Generator().manual_seed(0), on_step=lambda **s: captions.append(s)
+    )
+    assert [s["step"] for s in captions] == list(range(1, 13)) and not captions[-1]["masked"].any()
+    assert torch.equal(captions[-1]["segment"].tokens, out.segments[0].tokens)
+    assert captions[-1]["segment"].lengths.tolist() == [5]
+
+
 def test_model_without_length_head_needs_lengths():
     space = spaces()
 
