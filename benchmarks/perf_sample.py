@@ -262,7 +262,7 @@ def goal_rows(rows: list[dict[str, Any]]) -> list[list[Any]]:
     table = []
     for (preset, task, batch, who), row in by.items():
         if who == "muse":
-            table.append([f"{preset} {task} batch {batch}: muse time / MAGVLT time", 1.0 / row["vs_magvlt"], ">= 1"])
+            table.append([f"{preset} {task} batch {batch}: muse time / MAGVLT time", row["vs_magvlt"], ">= 1"])
         if who == "x-transformers":
             argvlt = by[(preset, task, batch, "ARGVLT")]
             table.append(
