@@ -397,6 +397,21 @@ def test_a_taken_port_and_a_folder_without_a_run_are_one_line_each(run_dir, tmp_
     )
 
 
+def test_without_python_multipart_the_command_says_which_extra(run_dir, tmp_path, no_serving, monkeypatch):
+    # `pip install -e .` brings FastAPI (through MLflow) but not python-multipart, which uploads need.
+    import importlib.util
+
+    find_spec = importlib.util.find_spec
+    hidden = ("python_multipart", "multipart")
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name in hidden else find_spec(name, *a))
+    result = serve(str(run_dir), "--port", "0", "--out", str(tmp_path))
+    assert (result.exit_code, result.stderr) == (
+        2,
+        "error: mmgen serve needs the serve extra (python-multipart is missing): pip install 'mmgen[serve]'\n",
+    )
+    assert no_serving == []
+
+
 def test_the_sampler_comes_from_the_recipe_then_set(run_dir):
     recipe = ROOT / "recipes" / "shapes.yaml"
     data = sampler_data(recipe, ("sampler.fixed.steps=8",))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 import socket
 import tempfile
 from pathlib import Path
@@ -56,6 +57,10 @@ def serve(run_dir, host, port, out_dir, recipe, overrides, capacity, example_pro
         raise UserError(
             f"mmgen serve needs the serve extra ({exc.name} is missing): pip install 'mmgen[serve]'"
         ) from None
+    # FastAPI itself comes with MLflow, python-multipart (for uploads) does not: FastAPI would only
+    # fail, with a traceback, when the app is built.
+    if not any(importlib.util.find_spec(name) for name in ("python_multipart", "multipart")):
+        raise UserError("mmgen serve needs the serve extra (python-multipart is missing): pip install 'mmgen[serve]'")
     from .engine import Engine
 
     listener = listen(host, port)
