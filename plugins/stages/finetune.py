@@ -36,25 +36,25 @@ from mmgen.api import (
     components,
     positive,
     probability,
-    structure_spec,
     upstream,
 )
 from mmgen.objectives.tasks import TaskConfig, paper_tasks
 
 from .train_model import (
     PAPER_OBJECTIVES,
-    TRAIN_SPLIT,
     check_attention,
     final_weights,
+    fit_with_samples,
     log_model,
     objective_specials,
     parameter_count,
     read_trained_layouts,
+    read_training_inputs,
     record_trained_layouts,
     trained_layouts,
     training_loss,
 )
-from .training_samples import SampleOptions, TrainingSamples, logging_samples, sample_examples
+from .training_samples import SampleOptions
 
 log = logging.getLogger(__name__)
 
@@ -106,31 +106,18 @@ class FinetuneStage:
         return TrainModelStage.load(directory, registry=registry, device=device)
 
     def run(self, ctx: StageContext) -> None:
-        config = self.config
-        tokenizers = ctx.inputs.load(config.tokenizers_stage)
-        cache = ctx.inputs.load(config.cache_stage)
-        pretrained_dir = ctx.inputs.path(config.pretrained_stage)
-        dataset = cache.split(
-            TRAIN_SPLIT, seed=config.trainer.run_seed, tokenizers=tokenizers, caption_weights=config.caption_weights
-        )
-        examples = tasks = None
-        if ctx.tracker is not None and config.samples.prompts > 0:
-            examples = sample_examples(cache, config.samples, tokenizers=tokenizers)
-            tasks = [
-                ctx.registry.build(structure_spec("tasks", name, path=f"samples.tasks[{i}]", registry=ctx.registry))
-                for i, name in enumerate(config.samples.tasks)
-            ]
+        inputs = read_training_inputs(ctx, self.config)
         finetune_and_save(
-            config,
-            pretrained_dir=pretrained_dir,
-            tokenizers=tokenizers,
-            dataset=dataset,
+            self.config,
+            pretrained_dir=ctx.inputs.path(self.config.pretrained_stage),
+            tokenizers=inputs.tokenizers,
+            dataset=inputs.dataset,
             out_dir=ctx.out_dir,
             registry=ctx.registry,
             tracker=ctx.tracker,
             device=ctx.device,
-            sample_examples=examples,
-            sample_tasks=tasks,
+            sample_examples=inputs.sample_examples,
+            sample_tasks=inputs.sample_tasks,
         )
 
 
@@ -203,7 +190,7 @@ def finetune_and_save(
     sample_tasks: Any = None,
 ) -> Any:
     """Fine-tune the model saved in `pretrained_dir` on `dataset` and save it in `out_dir`; returns the model."""
-    from mmgen.api import GenerateOptions, Trainer, build_sampler, env_world
+    from mmgen.api import env_world
     from mmgen.plugins.models.lora import merge_adapters
     from mmgen.plugins.models.saved import save_trained_model
 
@@ -228,21 +215,21 @@ def finetune_and_save(
         tokenizers=tokenizers,
         condition_dropout=config.condition_dropout,
     )
-    trainer = Trainer(config.trainer, out_dir=Path(out_dir) / "trainer", tracker=tracker, device=device)
     if tracker is not None and env_world()[0] == 0:
-        tracker.log_metrics({"parameters": float(parameter_count(model)), "trainable_parameters": float(trainable)})
-    sample_fn = None
-    if tracker is not None and sample_examples is not None:
-        samples = TrainingSamples(
-            examples=sample_examples,
-            tasks=sample_tasks,
-            tokenizers=tokenizers,
-            sampler=build_sampler(GenerateOptions(), model=model, registry=registry),
-            seed=config.trainer.run_seed,
-        )
-        sample_fn = logging_samples(samples, trainer=trainer, tracker=tracker)
-    stream = trainer.make_stream(dataset, collate=dataset.collate)
-    result = trainer.fit(model, loss_fn=loss, stream=stream, sample_fn=sample_fn, sample_every=config.samples.every)
+        tracker.log_metrics({"trainable_parameters": float(trainable)})
+    trainer, result = fit_with_samples(
+        config,
+        model=model,
+        loss=loss,
+        tokenizers=tokenizers,
+        dataset=dataset,
+        out_dir=out_dir,
+        registry=registry,
+        tracker=tracker,
+        device=device,
+        sample_examples=sample_examples,
+        sample_tasks=sample_tasks,
+    )
     if result.checkpoint is not None:  # rank 0 only
         model = trainer.module.cpu()
         model.load_state_dict(final_weights(result.checkpoint))

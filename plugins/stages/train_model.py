@@ -200,32 +200,48 @@ class TrainModelStage:
         return model
 
     def run(self, ctx: StageContext) -> None:
-        config = self.config
-        tokenizers = ctx.inputs.load(config.tokenizers_stage)
-        cache = ctx.inputs.load(config.cache_stage)
-        # Passing the tokenizers makes the dataset refuse a cache that other tokenizers made.
-        dataset = cache.split(
-            TRAIN_SPLIT, seed=config.trainer.run_seed, tokenizers=tokenizers, caption_weights=config.caption_weights
-        )
-        # Read before training, so a missing split or task fails now rather than at the first sample.
-        examples = tasks = None
-        if ctx.tracker is not None and config.samples.prompts > 0:
-            examples = sample_examples(cache, config.samples, tokenizers=tokenizers)
-            tasks = [
-                ctx.registry.build(structure_spec("tasks", name, path=f"samples.tasks[{i}]", registry=ctx.registry))
-                for i, name in enumerate(config.samples.tasks)
-            ]
+        inputs = read_training_inputs(ctx, self.config)
         train_and_save(
-            config,
-            tokenizers=tokenizers,
-            dataset=dataset,
+            self.config,
+            tokenizers=inputs.tokenizers,
+            dataset=inputs.dataset,
             out_dir=ctx.out_dir,
             registry=ctx.registry,
             tracker=ctx.tracker,
             device=ctx.device,
-            sample_examples=examples,
-            sample_tasks=tasks,
+            sample_examples=inputs.sample_examples,
+            sample_tasks=inputs.sample_tasks,
         )
+
+
+@attrs.frozen(kw_only=True)
+class TrainingInputs:
+    """What a training stage (train, finetune) reads before its first update."""
+
+    tokenizers: Any
+    dataset: Any
+    sample_examples: list[Any] | None
+    sample_tasks: list[Any] | None
+
+
+def read_training_inputs(ctx: StageContext, config: Any) -> TrainingInputs:
+    """The tokenizers, the cache's train split and the samples to log, for a config with `tokenizers_stage`,
+    `cache_stage`, `trainer`, `caption_weights` and `samples` (the train and finetune stages')."""
+    tokenizers = ctx.inputs.load(config.tokenizers_stage)
+    cache = ctx.inputs.load(config.cache_stage)
+    # Passing the tokenizers makes the dataset refuse a cache that other tokenizers made.
+    dataset = cache.split(
+        TRAIN_SPLIT, seed=config.trainer.run_seed, tokenizers=tokenizers, caption_weights=config.caption_weights
+    )
+    # Read before training, so a missing split or task fails now rather than at the first sample.
+    examples = tasks = None
+    if ctx.tracker is not None and config.samples.prompts > 0:
+        examples = sample_examples(cache, config.samples, tokenizers=tokenizers)
+        tasks = [
+            ctx.registry.build(structure_spec("tasks", name, path=f"samples.tasks[{i}]", registry=ctx.registry))
+            for i, name in enumerate(config.samples.tasks)
+        ]
+    return TrainingInputs(tokenizers=tokenizers, dataset=dataset, sample_examples=examples, sample_tasks=tasks)
 
 
 def trained_layouts(config: TrainModelStage.Config) -> TrainedLayouts:
@@ -286,27 +302,21 @@ def train_and_save(
     With a tracker: logs the parameter count, samples of `sample_tasks` on
     `sample_examples` (if given) every `config.samples.every` steps, and the saved model.
     """
-    from mmgen.api import Trainer, env_world
     from mmgen.plugins.models.saved import save_trained_model
 
     training = training_from_config(config, registry=registry, tokenizers=tokenizers)
-    trainer = Trainer(config.trainer, out_dir=Path(out_dir) / "trainer", tracker=tracker, device=device)
-    if tracker is not None and env_world()[0] == 0:
-        # Counted before training: an FSDP-sharded module holds only its rank's share.
-        tracker.log_metrics({"parameters": float(parameter_count(training.model))})
-    sample_fn = None
-    if tracker is not None and sample_examples is not None:
-        samples = TrainingSamples(
-            examples=sample_examples,
-            tasks=sample_tasks,
-            tokenizers=tokenizers,
-            sampler=build_sampler(GenerateOptions(), model=training.model, registry=registry),
-            seed=config.trainer.run_seed,
-        )
-        sample_fn = logging_samples(samples, trainer=trainer, tracker=tracker)
-    stream = trainer.make_stream(dataset, collate=dataset.collate)
-    result = trainer.fit(
-        training.model, loss_fn=training.loss, stream=stream, sample_fn=sample_fn, sample_every=config.samples.every
+    _, result = fit_with_samples(
+        config,
+        model=training.model,
+        loss=training.loss,
+        tokenizers=tokenizers,
+        dataset=dataset,
+        out_dir=out_dir,
+        registry=registry,
+        tracker=tracker,
+        device=device,
+        sample_examples=sample_examples,
+        sample_tasks=sample_tasks,
     )
     if result.checkpoint is not None:  # rank 0 only
         save_trained_model(
@@ -319,3 +329,43 @@ def train_and_save(
         if tracker is not None:
             log_model(Path(out_dir), tracker)
     return training
+
+
+def fit_with_samples(
+    config: Any,
+    *,
+    model: Any,
+    loss: Any,
+    tokenizers: Any,
+    dataset: Any,
+    out_dir: Path,
+    registry: Any,
+    tracker: Any = None,
+    device: str = "cpu",
+    sample_examples: Sequence[Any] | None = None,
+    sample_tasks: Sequence[Any] | None = None,
+) -> tuple[Any, Any]:
+    """Train `model` with the shared Trainer under `out_dir/trainer` (resuming there); returns (trainer, result).
+
+    With a tracker: logs the parameter count first and samples of `sample_tasks` on `sample_examples`
+    (if given) every `config.samples.every` steps.
+    """
+    from mmgen.api import Trainer, env_world
+
+    trainer = Trainer(config.trainer, out_dir=Path(out_dir) / "trainer", tracker=tracker, device=device)
+    if tracker is not None and env_world()[0] == 0:
+        # Counted before training: an FSDP-sharded module holds only its rank's share.
+        tracker.log_metrics({"parameters": float(parameter_count(model))})
+    sample_fn = None
+    if tracker is not None and sample_examples is not None:
+        samples = TrainingSamples(
+            examples=sample_examples,
+            tasks=sample_tasks,
+            tokenizers=tokenizers,
+            sampler=build_sampler(GenerateOptions(), model=model, registry=registry),
+            seed=config.trainer.run_seed,
+        )
+        sample_fn = logging_samples(samples, trainer=trainer, tracker=tracker)
+    stream = trainer.make_stream(dataset, collate=dataset.collate)
+    result = trainer.fit(model, loss_fn=loss, stream=stream, sample_fn=sample_fn, sample_every=config.samples.every)
+    return trainer, result
