@@ -139,7 +139,7 @@ def test_a_tokenizers_stage_without_tokenizers(workdir):
     fails_with(
         workdir,
         f"{path}: stages.tokenizers.tokenizers: the tokenizers stage needs at least one tokenizer:"
-        " give `tokenizers: [{use: ...}]`",
+        " give `tokenizers: [{use: ...}]` or a keep_stage",
         str(path),
     )
 

@@ -338,6 +338,11 @@ class SentencePieceBPE:
                 kept.append(int(token))
         return processor.decode(kept)
 
+    def pieces(self) -> list[str]:
+        """Each id's piece string (`▁` marks a word start): what a token transfer matches ids by."""
+        processor = self._require()
+        return [processor.id_to_piece(i) for i in range(processor.get_piece_size())]
+
     def decode(self, segment: Segment) -> list[str]:
         tokens, lengths = segment.tokens.tolist(), segment.lengths.tolist()
         return [self.decode_ids(row[:n]) for row, n in zip(tokens, lengths)]

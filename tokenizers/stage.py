@@ -24,6 +24,12 @@ class TokenizersStage:
     the data stage's store of that split: a map-style sequence of Records (random
     access for shuffled training batches; iterating it reads them in order).
     Training options live in each tokenizer's own Config.
+
+    `keep_stage` (optional) names a finished tokenizers stage whose tokenizers are
+    kept as they are for every modality not listed here: a fine-tune that needs
+    new text pieces refits the text tokenizer and keeps the pretrained image
+    tokenizer (and so its codes). The kept stage's order stays; a listed
+    tokenizer takes its modality's place, a listed new modality comes last.
     """
 
     name: ClassVar[str] = "tokenizers"
@@ -33,10 +39,15 @@ class TokenizersStage:
         tokenizers: tuple[Spec, ...] = components("tokenizers")
         data_stage: str = upstream("data")
         seed: int | None = None  # each fit's seed; None: the recipe's
+        # A finished tokenizers stage whose tokenizers are kept for the modalities not listed above.
+        keep_stage: str | None = upstream(None)
 
         def __attrs_post_init__(self) -> None:
-            if not self.tokenizers:  # checked when the recipe loads, not after earlier stages ran
-                message = "the tokenizers stage needs at least one tokenizer: give `tokenizers: [{use: ...}]`"
+            # Checked when the recipe loads, not after earlier stages ran.
+            if not self.tokenizers and self.keep_stage is None:
+                message = (
+                    "the tokenizers stage needs at least one tokenizer: give `tokenizers: [{use: ...}]` or a keep_stage"
+                )
                 raise FieldError("tokenizers", message)
 
     def __init__(self, *, config: Config) -> None:
@@ -54,15 +65,26 @@ class TokenizersStage:
     def run(self, ctx: StageContext) -> None:
         records = ctx.inputs.load(self.config.data_stage).records
         seed = ctx.seed if self.config.seed is None else self.config.seed
-        tokenizers: dict[str, Any] = {}
+        fitted: dict[str, Any] = {}
         for spec in self.config.tokenizers:
             tokenizer = ctx.registry.build(spec)
-            if tokenizer.modality in tokenizers:
+            if tokenizer.modality in fitted:
                 raise ValueError(f"two tokenizers for modality {tokenizer.modality!r}")
             fit = getattr(tokenizer, "fit", None)
             if fit is not None:
                 log.info("training the %s tokenizer (%s)", tokenizer.modality, spec.use)
                 work = ctx.out_dir / "work" / tokenizer.modality
                 fit(records, out_dir=work, tracker=ctx.tracker, device=ctx.device, seed=seed)
-            tokenizers[tokenizer.modality] = tokenizer
-        save_tokenizers(tokenizers, ctx.out_dir)
+            fitted[tokenizer.modality] = tokenizer
+        kept: dict[str, Any] = {}
+        if self.config.keep_stage is not None:
+            kept = ctx.inputs.load(self.config.keep_stage)
+            log.info("kept from stage %s: %s", self.config.keep_stage, ", ".join(m for m in kept if m not in fitted))
+        save_tokenizers(kept_then_fitted(kept, fitted), ctx.out_dir)
+
+
+def kept_then_fitted(kept: dict[str, Any], fitted: dict[str, Any]) -> dict[str, Any]:
+    """The kept tokenizers in their order, each replaced by a fitted one of its modality; new modalities last."""
+    merged = {modality: fitted.get(modality, tokenizer) for modality, tokenizer in kept.items()}
+    merged.update({modality: tokenizer for modality, tokenizer in fitted.items() if modality not in merged})
+    return merged

@@ -17,6 +17,12 @@ Two ways to train less than the whole model:
 
 The saved model records the layouts both trainings showed, so generation
 allows the pretrained tasks and the new ones.
+
+New text pieces (data the pretrained tokenizer cannot spell, longer texts):
+refit the text tokenizer (the tokenizers stage's `keep_stage` keeps the
+pretrained image tokenizer) and name the pretrained tokenizers stage in
+`transfer_from`; the model is carried over to the new token space token by
+token (plugins/models/token_transfer.py).
 """
 
 from __future__ import annotations
@@ -89,6 +95,8 @@ class FinetuneStage:
         lora: LoraOptions | None = None
         pretrained_stage: str = upstream("train")
         tokenizers_stage: str = upstream("tokenizers")
+        # The tokenizers stage the pretrained model was trained with, when `tokenizers_stage` differs from it.
+        transfer_from: str | None = upstream(None)
         cache_stage: str = upstream("cache")
 
     @classmethod
@@ -118,21 +126,39 @@ class FinetuneStage:
             device=ctx.device,
             sample_examples=inputs.sample_examples,
             sample_tasks=inputs.sample_tasks,
+            pretrained_tokenizers=None if (old := self.config.transfer_from) is None else ctx.inputs.load(old),
         )
 
 
-def pretrained_model(pretrained_dir: Path, *, tokenizers: Any, objectives: Any, registry: Any) -> tuple[Spec, Any]:
-    """The saved model (on CPU) and its Spec, checked against this run's tokenizers and objectives."""
+def pretrained_model(
+    pretrained_dir: Path, *, tokenizers: Any, objectives: Any, registry: Any, pretrained_tokenizers: Any = None
+) -> tuple[Spec, Any]:
+    """The saved model (on CPU) and its Spec, checked against this run's tokenizers and objectives.
+
+    With `pretrained_tokenizers` (those it was trained with) and other `tokenizers`, the model carried over to
+    the new tokenizers' token space.
+    """
     from mmgen.plugins.models.saved import load_trained_model, saved_spec
 
     spec, space = saved_spec(pretrained_dir, registry)
     check_attention(spec, objectives, registry=registry)
     spaces = [t.token_space for t in tokenizers.values()]
-    if list(space.spaces) != spaces:
+
+    def listed(found: list[Any]) -> str:
+        return ", ".join(f"{s.name} {s.vocab_size} x {s.length}" for s in found)
+
+    if pretrained_tokenizers is not None:
+        trained_with = [t.token_space for t in pretrained_tokenizers.values()]
+        if trained_with != list(space.spaces):
+            raise UserError(
+                f"finetune: transfer_from names tokenizers ({listed(trained_with)}) that the pretrained model"
+                f" ({pretrained_dir}) was not trained with (its spaces: {listed(list(space.spaces))})"
+            )
+    elif list(space.spaces) != spaces:
         raise UserError(
             f"finetune: the tokenizers stage is not the one the pretrained model ({pretrained_dir}) was trained with"
-            f" (its spaces: {', '.join(f'{s.name} {s.vocab_size}' for s in space.spaces)}; these:"
-            f" {', '.join(f'{s.name} {s.vocab_size}' for s in spaces)}); reuse the pretrained run's tokenizers stage"
+            f" (its spaces: {listed(list(space.spaces))}; these: {listed(spaces)}); reuse the pretrained run's"
+            " tokenizers stage, or name it in transfer_from to carry the model over to these tokenizers"
         )
     missing = [m for m in objective_specials(objectives, registry=registry) if m not in space.extra_specials]
     if missing:
@@ -140,7 +166,32 @@ def pretrained_model(pretrained_dir: Path, *, tokenizers: Any, objectives: Any, 
             f"finetune: the objectives use markers {missing} that the pretrained model's token space lacks"
             f" (it has {list(space.extra_specials)}); fine-tune with the objectives it was trained with"
         )
-    return spec, load_trained_model(pretrained_dir, registry)
+    model = load_trained_model(pretrained_dir, registry)
+    if pretrained_tokenizers is None or spaces == list(space.spaces):
+        return spec, model
+    transferred = transferred_model(
+        model, spec, tokenizers=tokenizers, pretrained_tokenizers=pretrained_tokenizers, registry=registry
+    )
+    return spec, transferred
+
+
+def transferred_model(model: Any, spec: Spec, *, tokenizers: Any, pretrained_tokenizers: Any, registry: Any) -> Any:
+    """`model` carried over to the token space of `tokenizers` (its markers kept)."""
+    from mmgen.api import JointTokenSpace
+    from mmgen.plugins.models.token_transfer import transfer_state
+
+    space = JointTokenSpace(
+        spaces=[t.token_space for t in tokenizers.values()], extra_specials=model.token_space.extra_specials
+    )
+    new_model = registry.build(spec, token_space=space, tokenizers=None)
+    new_model.load_state_dict(
+        transfer_state(model, new_model, old_tokenizers=pretrained_tokenizers, new_tokenizers=tokenizers)
+    )
+    log.info(
+        "finetune: carried over to the new token space (%s)",
+        ", ".join(f"{s.name} {s.vocab_size} x {s.length}" for s in space.spaces),
+    )
+    return new_model.eval()
 
 
 def restrict_training(model: Any, config: FinetuneStage.Config) -> dict[str, list[str]]:
@@ -188,6 +239,7 @@ def finetune_and_save(
     device: str = "cpu",
     sample_examples: Any = None,
     sample_tasks: Any = None,
+    pretrained_tokenizers: Any = None,
 ) -> Any:
     """Fine-tune the model saved in `pretrained_dir` on `dataset` and save it in `out_dir`; returns the model."""
     from mmgen.api import env_world
@@ -195,7 +247,11 @@ def finetune_and_save(
     from mmgen.plugins.models.saved import save_trained_model
 
     spec, model = pretrained_model(
-        pretrained_dir, tokenizers=tokenizers, objectives=config.objectives, registry=registry
+        pretrained_dir,
+        tokenizers=tokenizers,
+        objectives=config.objectives,
+        registry=registry,
+        pretrained_tokenizers=pretrained_tokenizers,
     )
     restricted = restrict_training(model, config)
     trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
