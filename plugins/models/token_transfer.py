@@ -8,9 +8,10 @@ the rows are matched by what the tokens mean:
 - content rows (embedding and output bias) of an unchanged modality (same
   tokenizer content hash) are copied as they are; of a changed one, matched by
   piece string (`pieces()` of both tokenizers), and a piece the old vocabulary
-  lacks starts as the mean of the old rows of its old tokenization, or of all
-  the modality's old rows when the old tokenizer cannot spell it (a common
-  initialisation for added vocabulary: it starts near what the text meant);
+  lacks starts as the mean of the old rows that spell it (its old
+  tokenization), or of all the modality's old rows when the old tokenizer
+  cannot spell it exactly (a `?` it never saw): a common initialisation for
+  added vocabulary, near what the text meant;
 - special tokens (BOC, BOG, BEGIN_x, MASK_x, markers) are copied by name;
 - each position table keeps its old rows; a longer table repeats its last old
   row, and a longer length head its last old class, so new slots start like
@@ -40,18 +41,18 @@ def token_surfaces(tokenizer: Any, vocab_size: int) -> list[str]:
 def row_sources(old_tokenizer: Any, new_tokenizer: Any, *, old_size: int, new_size: int) -> list[list[int]]:
     """For each new content id, the old content ids whose rows it starts from (their mean)."""
     old = {piece: i for i, piece in enumerate(token_surfaces(old_tokenizer, old_size))}
-    every = list(range(old_size))
-    sources = []
-    for piece in token_surfaces(new_tokenizer, new_size):
-        if piece in old:
-            sources.append([old[piece]])
-            continue
-        text = piece.replace(SPIECE_SPACE, " ")
-        eos = getattr(old_tokenizer, "token_space", None)
-        eos_id = eos.eos_id if eos is not None else None
-        ids = [i for i in old_tokenizer.encode_ids(text) if i != eos_id and 0 <= i < old_size] if text.strip() else []
-        sources.append(ids or every)
-    return sources
+    return [[old[piece]] if piece in old else spelt(old_tokenizer, piece, old_size) for piece in
+            token_surfaces(new_tokenizer, new_size)]
+
+
+def spelt(old_tokenizer: Any, piece: str, old_size: int) -> list[int]:
+    """The old ids that spell `piece` exactly, or every old id when the old tokenizer cannot spell it."""
+    text = piece.replace(SPIECE_SPACE, " ").strip()
+    if text:
+        ids = [i for i in old_tokenizer.encode_ids(text) if i != old_tokenizer.token_space.eos_id]
+        if ids and all(0 <= i < old_size for i in ids) and old_tokenizer.decode_ids(ids) == text:
+            return ids
+    return list(range(old_size))
 
 
 def transfer_state(
