@@ -34,5 +34,8 @@ def task_items(
 
 
 def batch_segments(task: Task, batch: TokenBatch) -> dict[str, Segment]:
-    """The batch's segment of every modality the task uses."""
-    return {m: batch.modality(m) for m in task.modalities}
+    """The batch's segment of every modality the task uses (with `full_length`, padding counted as tokens)."""
+    segments = {m: batch.modality(m) for m in task.modalities}
+    if task.full_length:
+        segments = {m: Segment.full(m, s.tokens) for m, s in segments.items()}
+    return segments

@@ -14,6 +14,12 @@ from mmgen.api import Task
 class TaskConfig:
     """One task of a recipe: `[BOC] context [BOG] target`, drawn with probability ~ `weight`.
 
+    `full_length`: texts train at their maximum length, end-of-text padding
+    included (core Task.full_length): the length head then always says "all
+    of it", and generation writes a text and its padding. For a text whose
+    start is known (VQA's question), where the length head, which sees only
+    what precedes the text, cannot know where the answer ends.
+
     `start_step` (not in MAGVLT, which mixes from the start) keeps the task out of
     the draw before that update: on a small budget, T2I learns where objects go
     several times sooner alone than mixed 8:1:1 with the text tasks
@@ -24,6 +30,7 @@ class TaskConfig:
     context: tuple[str, ...] = ()
     target: tuple[str, ...]
     mask_context: bool = False
+    full_length: bool = False
     weight: float = 1.0
     start_step: int = attrs.field(default=0)
 
@@ -57,7 +64,7 @@ class TaskDraw:
             given = {name: t.weight for name, t in tasks.items()}
             raise ValueError(f"task weights must be >= 0 and not all 0, got {given}")
         self.tasks = [
-            Task(name=name, context=t.context, target=t.target, mask_context=t.mask_context)
+            Task(name=name, context=t.context, target=t.target, mask_context=t.mask_context, full_length=t.full_length)
             for name, t in tasks.items()
         ]
         self.weights = weights
