@@ -40,6 +40,7 @@ from mmgen.api import (
 )
 from mmgen.objectives.tasks import TaskConfig, paper_tasks
 
+from .new_parameters import with_segments
 from .train_model import (
     PAPER_OBJECTIVES,
     check_attention,
@@ -87,6 +88,9 @@ class FinetuneStage:
         freeze: tuple[str, ...] = ()
         # Low-rank adapters instead of full fine-tuning (null: train every parameter not frozen).
         lora: LoraOptions | None = None
+        # Give the model a segment-index table of this many rows (new rows start at zero, so it computes as
+        # before: new_parameters.py); for sequences of several pairs (docs/in_context.md). null: as pretrained.
+        max_segments: int | None = None
         pretrained_stage: str = upstream("train")
         tokenizers_stage: str = upstream("tokenizers")
         cache_stage: str = upstream("cache")
@@ -197,6 +201,7 @@ def finetune_and_save(
     spec, model = pretrained_model(
         pretrained_dir, tokenizers=tokenizers, objectives=config.objectives, registry=registry
     )
+    spec, model = with_segments(spec, model, config.max_segments, registry=registry)
     restricted = restrict_training(model, config)
     trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
     log.info(
