@@ -7,6 +7,7 @@ def register_stages(register):
     from .evaluate import EvaluateStage
     from .finetune import FinetuneStage
     from .generate import GenerateStage
+    from .in_context_evaluate import InContextEvaluateStage
     from .in_context_finetune import InContextFinetuneStage
     from .train_model import TrainModelStage
 
@@ -15,3 +16,4 @@ def register_stages(register):
     register(EvaluateStage)
     register(FinetuneStage)
     register(InContextFinetuneStage)
+    register(InContextEvaluateStage)
