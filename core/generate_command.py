@@ -175,7 +175,8 @@ def command_line_prompts(
 @click.option("--experiment", default="generate", show_default=True, help="MLflow experiment of the run.")
 @click.option("--out", "out_dir", type=click.Path(file_okay=False, path_type=Path), default=None, help="Output folder.")
 def generate(
-    task_name, prompts, prompts_file, files, context, region, count, run_dir, stages, sampler, candidates, rerank, refine,
+    task_name, prompts, prompts_file, files, context, region, count, run_dir, stages, sampler, candidates, rerank,
+    refine,
     overrides, seed, batch_size, device, tracker_name, experiment, out_dir,
 ):  # fmt: skip
     """Generate with a trained model: PNGs, a grid and generations.jsonl in --out (generations/<task>-seed<seed>)."""

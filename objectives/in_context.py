@@ -62,7 +62,12 @@ class InContextMask:
         )
 
     def __init__(
-        self, *, token_space: JointTokenSpace, weight: float = 1.0, label_smoothing: float = 0.1, length_weight: float = 0.01
+        self,
+        *,
+        token_space: JointTokenSpace,
+        weight: float = 1.0,
+        label_smoothing: float = 0.1,
+        length_weight: float = 0.01,
     ) -> None:
         self.token_space = token_space
         self.weight = weight

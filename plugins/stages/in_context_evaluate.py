@@ -58,15 +58,22 @@ class InContextEvaluateStage:
         tokenizers = ctx.inputs.load(config.tokenizers_stage)
         records = ctx.inputs.load(config.data_stage).records(config.split)
         if len(records) % config.pairs:
-            raise UserError(f"in_context_evaluate: {len(records)} {config.split} records are no episodes of {config.pairs}")
+            raise UserError(
+                f"in_context_evaluate: {len(records)} {config.split} records are no episodes of {config.pairs}"
+            )
         episodes = len(records) // config.pairs
         if config.episodes:
             episodes = min(episodes, config.episodes)
         if episodes < 2:
-            raise UserError(f"in_context_evaluate: the baseline needs 2 episodes or more, {config.split} has {episodes}")
+            raise UserError(
+                f"in_context_evaluate: the baseline needs 2 episodes or more, {config.split} has {episodes}"
+            )
         pipeline = GenerationPipeline(
-            model=model, tokenizers=tokenizers, sampler=build_sampler(config, model=model, registry=ctx.registry),
-            device=ctx.device, show_progress=True,
+            model=model,
+            tokenizers=tokenizers,
+            sampler=build_sampler(config, model=model, registry=ctx.registry),
+            device=ctx.device,
+            show_progress=True,
         )
         points = evaluate_curve(ctx.registry, pipeline, tokenizers, records, config=config, episodes=episodes)
         for p in points:
@@ -74,7 +81,9 @@ class InContextEvaluateStage:
         out = Path(ctx.out_dir)
         data = [attrs.asdict(p) for p in points]
         (out / "curve.json").write_text(json.dumps(data, indent=2), encoding="utf-8")
-        command = "mmgen run " + " ".join(sys.argv[2:]) if sys.argv[1:2] == ["run"] else "mmgen run recipes/in_context.yaml"
+        command = (
+            "mmgen run " + " ".join(sys.argv[2:]) if sys.argv[1:2] == ["run"] else "mmgen run recipes/in_context.yaml"
+        )
         (out / "in_context.md").write_text(table(points, command=command), encoding="utf-8")
         plot(points, out / "in_context.png")
         if config.publish:
@@ -95,7 +104,9 @@ def evaluate_curve(registry: Any, pipeline: Any, tokenizers: Any, records: Any, 
     image, text = config.image, config.text
     query = [records[e * pairs + pairs - 1] for e in range(episodes)]
     metas = [r.meta for r in query]
-    images = [[tokenizers[image].load_item(records[e * pairs + j].data) for e in range(episodes)] for j in range(pairs - 1)]
+    images = [
+        [tokenizers[image].load_item(records[e * pairs + j].data) for e in range(episodes)] for j in range(pairs - 1)
+    ]
     captions = [[records[e * pairs + j].captions[0] for e in range(episodes)] for j in range(pairs - 1)]
     own = encode_pairs(tokenizers, list(zip(images, captions)), image=image, text=text)
     shift = [(e + 1) % episodes for e in range(episodes)]
@@ -116,9 +127,7 @@ def evaluate_curve(registry: Any, pipeline: Any, tokenizers: Any, records: Any, 
             for condition, context in (("own", own), ("other", other)):
                 if k == 0 and condition == "other":
                     continue  # no context: the same measurement as "own"
-                run = pipeline.run(
-                    task.with_context(context[:k]), prompts, seed=config.seed or 0, batch_size=episodes
-                )
+                run = pipeline.run(task.with_context(context[:k]), prompts, seed=config.seed or 0, batch_size=episodes)
                 answers = [g.outputs[task.makes[0]] for g in run]
                 points.append(point(direction, condition, k, answers, metas))
                 if k == 0:

@@ -27,7 +27,10 @@ PAIRS = 5  # an episode: up to 4 context pairs and the query pair
 
 
 def default_tasks() -> dict[str, TaskConfig]:
-    return {name: TaskConfig(context=tuple(t["context"]), target=tuple(t["target"])) for name, t in in_context_tasks(pairs=PAIRS).items()}
+    return {
+        name: TaskConfig(context=tuple(t["context"]), target=tuple(t["target"]))
+        for name, t in in_context_tasks(pairs=PAIRS).items()
+    }
 
 
 class InContextFinetuneStage(FinetuneStage):

@@ -41,8 +41,12 @@ class Rule:
 
     def __attrs_post_init__(self) -> None:
         values = {"colour": COLOURS, "shape": SHAPES}.get(self.kind)
-        if values is not None and (self.source not in values or self.target not in values or self.source == self.target):
-            raise ValueError(f"a {self.kind} rule maps one {self.kind} to another, got {self.source!r} -> {self.target!r}")
+        if values is not None and (
+            self.source not in values or self.target not in values or self.source == self.target
+        ):
+            raise ValueError(
+                f"a {self.kind} rule maps one {self.kind} to another, got {self.source!r} -> {self.target!r}"
+            )
         if self.kind == "shift" and (self.dx, self.dy) not in SHIFTS:
             raise ValueError(f"a shift rule moves by one of {SHIFTS}, got ({self.dx}, {self.dy})")
 
