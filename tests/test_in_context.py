@@ -273,3 +273,19 @@ def test_generate_command_context_errors_are_one_line(tmp_path):
     )
     broken = runner.invoke(main, [*base, "--task", "in_context", "--prompt", "a", "--context", str(picture), "x"])
     assert broken.exit_code == 2 and f"--context {picture}: not a readable image" in broken.output
+
+
+def test_the_recipe_reuses_the_shipped_models_and_trains_every_k(monkeypatch):
+    from mmgen.recipe import load_recipe
+    from mmgen.registry import load_registry
+
+    monkeypatch.chdir(ROOT)  # its `reuse:` folders are relative to the repository
+    recipe = load_recipe(ROOT / "recipes" / "in_context.yaml", registry=load_registry())
+    assert [(r.key, r.use) for r in recipe.reused] == [("tokenizers", "tokenizers"), ("pretrained", "train")]
+    stages = {entry.key: entry.spec for entry in recipe.stages}
+    assert [key for key in stages] == ["data", "cache", "finetune", "evaluate"]
+    finetune = stages["finetune"].config
+    assert stages["finetune"].use == "in_context_finetune" and finetune.max_segments == 10
+    assert sorted(finetune.tasks) == sorted(f"ic_{d}_k{k}" for d in ("t2i", "i2t") for k in range(5))
+    assert finetune.tasks["ic_i2t_k2"].context == ("image", "text", "image", "text", "image")
+    assert (stages["evaluate"].config.split, stages["evaluate"].config.model_stage) == ("test", "finetune")
