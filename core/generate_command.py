@@ -11,6 +11,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+import attrs
 import click
 
 from .errors import UserError
@@ -136,6 +137,14 @@ def command_line_prompts(
     help="An input file (an image) for tasks that take one (repeatable).",
 )
 @click.option(
+    "--context",
+    "context",
+    multiple=True,
+    type=(click.Path(exists=True, dir_okay=False, path_type=Path), str),
+    metavar="IMAGE TEXT",
+    help="A context pair for --task in_context: an image file and its caption (repeatable, in order).",
+)
+@click.option(
     "--region", default=None, metavar="TOP,LEFT,BOTTOM,RIGHT", help="Region tasks: the box, in image fractions."
 )
 @click.option(
@@ -166,7 +175,8 @@ def command_line_prompts(
 @click.option("--experiment", default="generate", show_default=True, help="MLflow experiment of the run.")
 @click.option("--out", "out_dir", type=click.Path(file_okay=False, path_type=Path), default=None, help="Output folder.")
 def generate(
-    task_name, prompts, prompts_file, files, region, count, run_dir, stages, sampler, candidates, rerank, refine,
+    task_name, prompts, prompts_file, files, context, region, count, run_dir, stages, sampler, candidates, rerank,
+    refine,
     overrides, seed, batch_size, device, tracker_name, experiment, out_dir,
 ):  # fmt: skip
     """Generate with a trained model: PNGs, a grid and generations.jsonl in --out (generations/<task>-seed<seed>)."""
@@ -206,6 +216,8 @@ def generate(
     model, tokenizers = inputs.load(MODEL_STAGE), inputs.load(TOKENIZERS_STAGE)
     deps = {"model": model, "tokenizers": tokenizers, "inputs": inputs, "device": device}
     (plan,) = plan_tasks(options, [task_spec], registry=registry, deps=deps)
+    if context or hasattr(plan.task, "with_context"):
+        plan = attrs.evolve(plan, task=with_context(plan.task, tokenizers, list(context)))
     pipeline = GenerationPipeline(
         model=model,
         tokenizers=tokenizers,
@@ -235,6 +247,22 @@ def generate(
         click.echo("\t".join([generation.key, *made]))
     click.echo(f"wrote {jsonl} and grid-{task_name}.png in {out_dir}")
     _track(tracker, task=task_name, params={**flatten(data), **flatten({"task": task_data})}, out_dir=out_dir)
+
+
+def with_context(task: Any, tokenizers: Any, pairs: list[tuple[Path, str]]) -> Any:
+    """The task given the --context pairs (image file, caption), each encoded as one row."""
+    if not hasattr(task, "with_context"):
+        raise UserError(f"mmgen generate: task {task.name!r} takes no --context pairs (in_context does)")
+    image, text = task.image, task.text
+    encoded = []
+    for path, caption in pairs:
+        try:
+            item = tokenizers[image].load_item(path.read_bytes())
+        except Exception as exc:  # the tokenizer's own message, on one line
+            raise UserError(f"mmgen generate: --context {path}: not a readable {image}: {exc}") from None
+        items = item[None] if hasattr(item, "dim") else [item]  # a tensor item gets its batch dimension
+        encoded.append({image: tokenizers[image].encode(items), text: tokenizers[text].encode([caption])})
+    return task.with_context(encoded)
 
 
 def _flag_message(exc: Exception) -> str:

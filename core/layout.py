@@ -54,6 +54,10 @@ class Packed:
     tokens [B, S] joint ids (masks applied); table / position [S] pick the
     learned position embedding; key_padding [B, S] marks padding (never attended
     to); attn_mask [B, S, S] (True = may attend) or None for full attention.
+    segment [S]: which Part each slot belongs to, counted over the Parts in order
+    whatever their modality (a special token belongs to the Part it precedes:
+    `[BOC]` and the first BEGIN are segment 0; `[BOG]` is the target's), for a
+    model's segment-index embedding (in-context sequences of several pairs).
     """
 
     tokens: torch.Tensor
@@ -62,6 +66,7 @@ class Packed:
     key_padding: torch.Tensor
     attn_mask: torch.Tensor | None
     spans: tuple[Span, ...]
+    segment: torch.Tensor | None = None
 
     @property
     def batch_size(self) -> int:
@@ -77,7 +82,10 @@ class Packed:
 def pack(space: JointTokenSpace, items: Sequence[str | Part]) -> Packed:
     """Lay out `items` (special-token names such as "BOC" / "BOG", or Parts) in order.
 
-    A BEGIN_<modality> token is inserted before each Part automatically.
+    A BEGIN_<modality> token is inserted before each Part automatically. Any
+    number of Parts of any modalities may follow each other (in-context pairs:
+    `[BOC] a0 b0 a1 b1 ... b_k [BOG] a_k`); every special token takes the next
+    slot of the specials table, as in the two-part layouts.
     """
     parts = [item for item in items if isinstance(item, Part)]
     if not parts:
@@ -89,6 +97,7 @@ def pack(space: JointTokenSpace, items: Sequence[str | Part]) -> Packed:
     pads: list[torch.Tensor] = []
     tables: list[int] = []
     positions: list[torch.Tensor] = []
+    segments: list[int] = []
     spans: list[Span] = []
     length_queries: list[int] = []
     cursor = 0
@@ -100,6 +109,7 @@ def pack(space: JointTokenSpace, items: Sequence[str | Part]) -> Packed:
         pads.append(torch.zeros(batch, 1, dtype=torch.bool, device=device))
         tables.append(SPECIALS_TABLE)
         positions.append(torch.tensor([special_slot], device=device))
+        segments.append(len(spans))  # the Part it precedes (or belongs to: its BEGIN)
         special_slot += 1
         cursor += 1
 
@@ -125,6 +135,7 @@ def pack(space: JointTokenSpace, items: Sequence[str | Part]) -> Packed:
         n = seg.tokens.shape[1]
         tables.extend([space.modality_index(seg.modality) + 1] * n)
         positions.append(torch.arange(n, device=device))
+        segments.extend([len(spans)] * n)
         spans.append(Span(modality=seg.modality, start=cursor, length=n, begin=begin, part_index=len(spans)))
         if item.predict_length:
             length_queries.append(begin)
@@ -146,4 +157,5 @@ def pack(space: JointTokenSpace, items: Sequence[str | Part]) -> Packed:
         key_padding=key_padding,
         attn_mask=attn_mask,
         spans=tuple(spans),
+        segment=torch.tensor(segments, device=device),
     )

@@ -17,3 +17,7 @@ def register_objectives(register):
     from .causal_lm import CausalLM
 
     register(CausalLM)
+
+    from .in_context import InContextMask
+
+    register(InContextMask)

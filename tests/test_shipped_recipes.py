@@ -14,7 +14,9 @@ MAGVLT_RECIPES = [p for p in RECIPES if p.name in ("quickstart.yaml", "shapes.ya
 
 
 def test_the_shipped_recipes_are_found():
-    assert [p.name for p in RECIPES] == ["compare_argvlt.yaml", "finetune_caption.yaml", "quickstart.yaml", "shapes.yaml"]
+    assert [p.name for p in RECIPES] == [
+        "compare_argvlt.yaml", "finetune_caption.yaml", "in_context.yaml", "quickstart.yaml", "shapes.yaml"
+    ]
 
 
 def test_the_caption_finetuning_starts_from_the_shipped_models_and_measures_before_and_after(monkeypatch):

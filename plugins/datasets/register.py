@@ -8,10 +8,12 @@ from mmgen.api import hookimpl
 def register_datasets(register):
     from .lmdb_dataset import LmdbDataset
     from .shapes.dataset import ShapesDataset
+    from .shapes_episodes.dataset import ShapesEpisodesDataset
     from .shapes_vqa.dataset import ShapesVqaDataset
 
     register(ShapesDataset)
     register(ShapesVqaDataset)
+    register(ShapesEpisodesDataset)
     register(LmdbDataset)
 
 

@@ -39,10 +39,15 @@ class MagvltModel(TokenTransformer):
         mask_positions: MaskPositions = "special"
         # Start code embeddings from the tokenizer's code vectors (code_init.py); 0: the paper's random init.
         code_init_scale: float = 0.0
+        # Segment-index embedding rows (token_transformer.py): > 0 for sequences of several pairs
+        # (in-context generation, docs/in_context.md); 0 adds none, as models saved before it.
+        max_segments: int = 0
 
         def __attrs_post_init__(self) -> None:
             if self.code_init_scale < 0:
                 raise ValueError(f"code_init_scale must be >= 0, got {self.code_init_scale}")
+            if self.max_segments < 0:
+                raise ValueError(f"max_segments must be >= 0, got {self.max_segments}")
 
     def __init__(
         self,
@@ -51,6 +56,7 @@ class MagvltModel(TokenTransformer):
         architecture: Architecture,
         special_positions: int | None = None,
         mask_positions: MaskPositions = "special",
+        max_segments: int = 0,
     ) -> None:
         super().__init__(
             token_space=token_space,
@@ -58,6 +64,7 @@ class MagvltModel(TokenTransformer):
             special_positions=special_positions,
             mask_positions=mask_positions,
             block=TransformerBlock,
+            max_segments=max_segments,
         )
         # L_TL: class k of the head on a variable-length segment's BEGIN state means length k + 1.
         self.length_heads = nn.ModuleDict(
@@ -68,10 +75,11 @@ class MagvltModel(TokenTransformer):
             }
         )
         self.apply(init_weights)
+        self.zero_segments()
 
     def forward(self, packed: Packed) -> torch.Tensor:
         """Hidden states [B, S, D] of a packed sequence."""
-        x = self.embed(packed.tokens, packed.table, packed.position)
+        x = self.embed(packed.tokens, packed.table, packed.position, packed.segment)
         # SDPA broadcasts one mask over the heads; None keeps its fastest kernel.
         mask = None if packed.attn_mask is None else packed.attn_mask[:, None]
         for block in self.blocks:

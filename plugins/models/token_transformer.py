@@ -10,6 +10,17 @@ A MASK token's position: with `mask_positions="special"` (the authors' code) a
 masked slot at position p of its modality adds row p of the specials table to its
 modality's row p; with "modality" it gets its modality's row only (what models
 saved before the option existed were trained with: see saved.py).
+
+`max_segments` > 0 adds a segment-index embedding (`segments`, one row per
+Part of the sequence: `Packed.segment`), so that in a sequence of several
+image-text pairs pair 0's image and pair 3's differ by more than their
+neighbours. 0 (the default) adds no parameter: models saved without it load and
+compute exactly as before. The table starts at zero, so a pretrained model that
+gets one (fine-tuning for in-context pairs) computes what it did until trained.
+Several pairs need no larger specials table: each BEGIN takes the next special
+slot, and the table has sum(modality lengths) + 4 slots, far more than a few
+pairs' specials (5 pairs: 12); those rows are shared with MASK positions
+(mask_positions: special), as slots 0-3 already are in the authors' layout.
 """
 
 from __future__ import annotations
@@ -66,6 +77,7 @@ class TokenTransformer(nn.Module):
             architecture=sizes,
             special_positions=config.special_positions,
             mask_positions=config.mask_positions,
+            **({"max_segments": config.max_segments} if getattr(config, "max_segments", 0) else {}),
         )
         if config.code_init_scale > 0:
             for modality, vectors in tokenizer_code_vectors(tokenizers).items():
@@ -80,6 +92,7 @@ class TokenTransformer(nn.Module):
         special_positions: int | None,
         mask_positions: MaskPositions,
         block: type[nn.Module],
+        max_segments: int = 0,
     ) -> None:
         super().__init__()
         self.token_space = token_space
@@ -110,9 +123,28 @@ class TokenTransformer(nn.Module):
         self.head_norm = nn.LayerNorm(width)
         self.output_bias = nn.Parameter(torch.zeros(token_space.content_size))
         self.activation_checkpointing = False
+        if max_segments < 0:
+            raise UserError(f"model: max_segments must be >= 0, got {max_segments}")
+        self.max_segments = max_segments
+        # Made last and only when asked for, so models without it keep their parameter names and seeded init.
+        self.segments = nn.Embedding(max_segments, width) if max_segments else None
 
-    def embed(self, tokens: torch.Tensor, table: torch.Tensor, position: torch.Tensor) -> torch.Tensor:
-        """Token plus position embeddings [B, S, D] of joint ids, each slot's position table and position in it."""
+    def zero_segments(self) -> None:
+        """Start the segment-index table at zero: the model computes what it did without it."""
+        if self.segments is not None:
+            nn.init.zeros_(self.segments.weight)
+
+    def embed(
+        self,
+        tokens: torch.Tensor,
+        table: torch.Tensor,
+        position: torch.Tensor,
+        segment: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        """Token plus position embeddings [B, S, D] of joint ids, each slot's position table and position in it.
+
+        `segment` [S] (Packed.segment) adds the segment-index embedding when the model has one.
+        """
         # Checked eagerly only: the check syncs with the device and would break a compiled graph.
         if not torch.compiler.is_compiling() and bool((position >= self.table_sizes[table]).any()):
             raise ValueError(
@@ -126,6 +158,13 @@ class TokenTransformer(nn.Module):
             masked = torch.isin(tokens, self.mask_ids) & (table != SPECIALS_TABLE)
             special = self.positions(self.table_starts[SPECIALS_TABLE] + position)
             x = torch.where(masked[..., None], x + special, x)  # other slots keep their exact values
+        if self.segments is not None and segment is not None:
+            if not torch.compiler.is_compiling() and int(segment.max()) >= self.max_segments:
+                raise ValueError(
+                    f"a sequence of {int(segment.max()) + 1} segments exceeds the model's max_segments"
+                    f" {self.max_segments}"
+                )
+            x = x + self.segments(segment)
         return self.embedding_dropout(x)
 
     def logits(self, hidden: torch.Tensor, modality: str) -> torch.Tensor:

@@ -46,6 +46,7 @@ from mmgen.api import (
 )
 from mmgen.objectives.tasks import TaskConfig, paper_tasks
 
+from .new_parameters import with_segments
 from .train_model import (
     PAPER_OBJECTIVES,
     check_attention,
@@ -93,6 +94,9 @@ class FinetuneStage:
         freeze: tuple[str, ...] = ()
         # Low-rank adapters instead of full fine-tuning (null: train every parameter not frozen).
         lora: LoraOptions | None = None
+        # Give the model a segment-index table of this many rows (new rows start at zero, so it computes as
+        # before: new_parameters.py); for sequences of several pairs (docs/in_context.md). null: as pretrained.
+        max_segments: int | None = None
         pretrained_stage: str = upstream("train")
         tokenizers_stage: str = upstream("tokenizers")
         # The tokenizers stage the pretrained model was trained with, when `tokenizers_stage` differs from it.
@@ -253,6 +257,7 @@ def finetune_and_save(
         registry=registry,
         pretrained_tokenizers=pretrained_tokenizers,
     )
+    spec, model = with_segments(spec, model, config.max_segments, registry=registry)
     restricted = restrict_training(model, config)
     trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
     log.info(
