@@ -186,3 +186,48 @@ def test_a_reuse_folder_is_checked_when_the_recipe_loads(pretrained, tmp_path):
     path.write_text(yaml.safe_dump(data, sort_keys=False))
     with pytest.raises(RecipeError, match="stage 'pretrained' is also under `stages:`"):
         load_recipe(path, registry=REGISTRY)
+
+
+def refitted_text_recipe(root: Path, pretrained: dict[str, Path], finetune: dict) -> Path:
+    """The fine-tune recipe with its own tokenizers stage: the pretrained image tokenizer, a new text one."""
+    path = finetune_recipe(root, pretrained, finetune)
+    data = yaml.safe_load(path.read_text())
+    data["reuse"] = {"pretrained_tokenizers": data["reuse"]["tokenizers"], "pretrained": data["reuse"]["pretrained"]}
+    stages = {"data": data["stages"].pop("data")}
+    stages["tokenizers"] = {
+        "keep_stage": "pretrained_tokenizers",
+        "tokenizers": [{"use": "sentencepiece_bpe", "vocab_size": 72, "max_length": 40}],
+    }
+    data["stages"] = {**stages, **data["stages"]}
+    path.write_text(yaml.safe_dump(data, sort_keys=False))
+    return path
+
+
+def test_a_refitted_text_tokenizer_needs_transfer_from_and_then_carries_the_model_over(pretrained, tmp_path):
+    from mmgen.tokenizers.saved import load_saved_tokenizers
+
+    path = refitted_text_recipe(tmp_path, pretrained, {"trainer": FINETUNE_TRAINER})
+    with pytest.raises(Exception, match="finetune: the tokenizers stage is not the one the pretrained model") as caught:
+        run_recipe(load_recipe(path, registry=REGISTRY), registry=REGISTRY)
+    assert "(its spaces: image 32 x 16, text 64 x 32; these: image 32 x 16, text 72 x 40)" in str(caught.value)
+    assert "name it in transfer_from to carry the model over to these tokenizers" in str(caught.value)
+
+    finetune = {"trainer": FINETUNE_TRAINER, "transfer_from": "pretrained_tokenizers"}
+    path = refitted_text_recipe(tmp_path, pretrained, finetune)
+    results = {r.key: r.out_dir for r in run_recipe(load_recipe(path, registry=REGISTRY), registry=REGISTRY)}
+    kept = load_saved_tokenizers(pretrained["tokenizers"], REGISTRY)
+    made = load_saved_tokenizers(results["tokenizers"], REGISTRY)
+    assert list(made) == ["image", "text"]  # the kept stage's order
+    assert made["image"].content_hash() == kept["image"].content_hash()
+    assert made["text"].token_space.vocab_size == 72 and made["text"].token_space.length == 40
+    model = load_trained_model(results["finetune"], REGISTRY)
+    assert model.token_space.spaces == (made["image"].token_space, made["text"].token_space)
+    assert model.length_heads["text"].out_features == 40
+
+
+def test_transfer_from_must_name_the_tokenizers_the_model_was_trained_with(pretrained, tmp_path):
+    path = refitted_text_recipe(tmp_path, pretrained, {"trainer": FINETUNE_TRAINER, "transfer_from": "tokenizers"})
+    with pytest.raises(Exception, match="finetune: transfer_from names tokenizers") as caught:
+        run_recipe(load_recipe(path, registry=REGISTRY), registry=REGISTRY)
+    assert "(image 32 x 16, text 72 x 40) that the pretrained model" in str(caught.value)
+    assert "was not trained with (its spaces: image 32 x 16, text 64 x 32)" in str(caught.value)
