@@ -6,15 +6,13 @@ I2T, with the episode's own context and with the next episode's (the rule-free
 baseline), and judges the answers with the Shapes oracles
 (plugins/datasets/shapes_episodes/curve.py). Writes `curve.json`,
 `in_context.md` (a table) and `in_context.png` (a plot) to its folder, logs each
-point to the tracker, and with `publish` also writes the three to that path
-prefix (docs/results/in_context in recipes/in_context.yaml).
+point to the tracker.
 """
 
 from __future__ import annotations
 
 import json
 import logging
-import shutil
 import sys
 from pathlib import Path
 from typing import Any, ClassVar
@@ -38,7 +36,6 @@ class InContextEvaluateStage:
         pairs: int = attrs.field(default=5, validator=positive)  # records per episode (the data set's)
         image: str = "image"
         text: str = "text"
-        publish: str | None = None  # a path prefix that also gets .md, .png and .json (e.g. docs/results/in_context)
         data_stage: str = upstream("data")
         tokenizers_stage: str = upstream("tokenizers")
         model_stage: str = upstream("finetune")
@@ -86,12 +83,6 @@ class InContextEvaluateStage:
         )
         (out / "in_context.md").write_text(table(points, command=command), encoding="utf-8")
         plot(points, out / "in_context.png")
-        if config.publish:
-            prefix = Path(config.publish)
-            prefix.parent.mkdir(parents=True, exist_ok=True)
-            for name, suffix in (("curve.json", ".json"), ("in_context.md", ".md"), ("in_context.png", ".png")):
-                shutil.copyfile(out / name, prefix.with_suffix(suffix))
-            log.info("in_context_evaluate: wrote %s.{md,png,json}", prefix)
 
 
 def evaluate_curve(registry: Any, pipeline: Any, tokenizers: Any, records: Any, *, config: Any, episodes: int) -> list:
