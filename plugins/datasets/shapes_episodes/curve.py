@@ -36,6 +36,8 @@ class Point:
     accuracy: float
     literal: float
     episodes: int
+    # Accuracy over the episodes of each rule kind (identity, colour, shape, shift): which rules are read.
+    by_rule: dict[str, float] = attrs.field(factory=dict)
 
 
 def judge(direction: str, answer: Any, meta: dict[str, Any]) -> tuple[bool, bool]:
@@ -53,6 +55,8 @@ def judge(direction: str, answer: Any, meta: dict[str, Any]) -> tuple[bool, bool
 def point(direction: str, condition: str, k: int, answers: Sequence[Any], metas: Sequence[dict]) -> Point:
     right, literal = zip(*(judge(direction, a, m) for a, m in zip(answers, metas, strict=True)))
     changing = [lit for lit, m in zip(literal, metas) if m["rule"]["kind"] != "identity"]
+    kinds = sorted({m["rule"]["kind"] for m in metas})
+    by_rule = {kind: float(np.mean([r for r, m in zip(right, metas) if m["rule"]["kind"] == kind])) for kind in kinds}
     return Point(
         direction=direction,
         condition=condition,
@@ -60,6 +64,7 @@ def point(direction: str, condition: str, k: int, answers: Sequence[Any], metas:
         accuracy=float(np.mean(right)),
         literal=float(np.mean(changing)) if changing else float("nan"),
         episodes=len(answers),
+        by_rule=by_rule,
     )
 
 
@@ -78,6 +83,17 @@ def table(points: Sequence[Point], *, command: str) -> str:
             cells.append("" if p is None else f"{p.accuracy:.2f} (literal {p.literal:.2f})")
         lines.append(f"| {k} | " + " | ".join(cells) + " |")
     episodes = max(p.episodes for p in points)
+    kinds = sorted({kind for p in points for kind in p.by_rule})
+    rule_lines = [
+        "| direction, context | k | " + " | ".join(kinds) + " |",
+        "|---|---" + "|---" * len(kinds) + "|",
+    ]
+    for d, c in columns:
+        for k in ks:
+            p = found.get((d, c, k))
+            if p is not None:
+                cells = " | ".join(f"{p.by_rule[kind]:.2f}" if kind in p.by_rule else "" for kind in kinds)
+                rule_lines.append(f"| {d.upper()}, {names[c]} | {k} | {cells} |")
     return "\n".join(
         [
             f"Oracle accuracy of the query over {episodes} held-out episodes; in brackets the share of answers"
@@ -85,6 +101,10 @@ def table(points: Sequence[Point], *, command: str) -> str:
             " conditions are one measurement.",
             "",
             *lines,
+            "",
+            "Accuracy by the episode's rule:",
+            "",
+            *rule_lines,
             "",
             f"Command: `{command}`",
             "",
