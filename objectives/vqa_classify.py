@@ -19,6 +19,7 @@ classifiers train it). `accuracy`: the VQA accuracy of the argmax class, over th
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Mapping, Sequence
 from typing import Any, ClassVar
 
@@ -26,7 +27,7 @@ import attrs
 import torch
 import torch.nn.functional as F
 
-from mmgen.api import JointTokenSpace, ObjectiveOutput, Part, StepInput, UserError
+from mmgen.api import JointTokenSpace, ObjectiveOutput, Part, StepInput
 from mmgen.plugins.metrics.vqa_normalise import normalise_prediction
 from mmgen.plugins.metrics.vqa_text import answer_from_text
 from mmgen.plugins.metrics.vqa_vocabulary import soft_targets
@@ -35,9 +36,11 @@ from mmgen.plugins.tasks.vqa import known_prefix
 
 from .task_layout import batch_segments
 
+log = logging.getLogger(__name__)
+
 HUMANS = 10  # VQA's human answers per question: the text's one answer stands for each
 NO_HEAD = (
-    "objective 'vqa_classify' trains an answer head, and the model has none:"
+    "objective 'vqa_classify' trains an answer head, and the model has none (its loss is 0):"
     " give the finetune stage answer_head: {top: N}"
 )
 CACHE_ROWS = 200_000  # parsed texts kept (a token cache has a few per record); beyond it the cache starts over
@@ -104,6 +107,7 @@ class VqaClassify:
         self.text = text
         self._parsed: dict[tuple[int, ...], tuple[int | None, str]] = {}
         self._classes: dict[str, int] | None = None
+        self._warned = False
 
     def parse(self, ids: Sequence[int]) -> tuple[int | None, str]:
         """(prefix length or None, answer) of one row's text ids; remembered, as a cache repeats its texts."""
@@ -118,9 +122,13 @@ class VqaClassify:
         return found
 
     def __call__(self, model: Any, inputs: StepInput) -> ObjectiveOutput:
-        if getattr(model, "answer_head", None) is None:
-            raise UserError(NO_HEAD)
         task = inputs.task
+        if getattr(model, "answer_head", None) is None:
+            # Nothing to train: an exact zero. The finetune stage refuses this before training (answer_head.py).
+            if not self._warned:
+                log.warning(NO_HEAD)
+                self._warned = True
+            return ObjectiveOutput(loss=torch.zeros((), device=inputs.batch.segments[0].tokens.device))
         if self.text not in task.target or not task.context:
             return ObjectiveOutput(loss=self._idle_loss(model))
         if self._classes is None:

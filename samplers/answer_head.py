@@ -7,6 +7,8 @@ MASK), the head's argmax class is taken, and the text returned is the prefix, th
 (the head's `answer_tokens`) and EOS. So `vqa_accuracy` reads the answer after `answer:` as it does for the
 generative variant, and the two are selected per generate stage: `sampler: {use: answer_head}` or
 `{use: maskgit}` (`mmgen generate --task vqa --sampler answer_head`). Deterministic: the generator is unused.
+Any other request (an image target, a caption from nothing: the other tasks of a generate stage) goes to
+the `fallback` sampler, maskgit with the options given there.
 """
 
 from __future__ import annotations
@@ -18,6 +20,8 @@ import torch
 
 from mmgen.api import GenerationRequest, Part, RequestSegment, Segment, TokenBatch, UserError
 from mmgen.plugins.models.answer_head import question_sequence
+
+from .maskgit import MaskGitSampler
 
 NO_HEAD = (
     "the answer_head sampler needs a model with an answer head (VQA as classification), and this one has none:"
@@ -32,40 +36,40 @@ class AnswerHeadSampler:
 
     @attrs.frozen(kw_only=True)
     class Config:
-        pass
+        # What samples the requests that are no question (other tasks of the same generate stage).
+        fallback: MaskGitSampler.Config = MaskGitSampler.Config()
+
+    def __init__(self, *, fallback: MaskGitSampler.Config | None = None) -> None:
+        options = fallback or MaskGitSampler.Config()
+        self.fallback = MaskGitSampler.from_config(options)
 
     @classmethod
     def from_config(cls, config: Config, **_: Any) -> AnswerHeadSampler:
-        return cls()
+        return cls(fallback=config.fallback)
 
-    def check(self, request: GenerationRequest) -> None:
-        """Refuse a request that is no question: one target, its known tokens a non-empty prefix of each row."""
+    def is_question(self, request: GenerationRequest, *, space: Any) -> bool:
+        """One text target whose known tokens are a non-empty prefix of every row (the vqa task's request)."""
         targets = [part for part in request.segments if part.target]
-        if len(targets) != 1:
-            raise UserError(
-                "the answer_head sampler answers a question (one text target with the question known, as the vqa"
-                f" task asks); this request has {len(targets)} targets"
-            )
+        if len(targets) != 1 or not space.space(targets[0].modality).variable_length:
+            return False
         known = targets[0].known.bool()
         count = known.sum(dim=1)
         prefix = torch.arange(known.shape[1], device=known.device)[None, :] < count[:, None]
-        if bool((count == 0).any()) or not torch.equal(known, prefix):
-            raise UserError(
-                f"the answer_head sampler needs the question as the {targets[0].modality!r} target's known prefix"
-                " (`question: ... answer:`, as the vqa task gives it)"
-            )
+        return bool((count > 0).all()) and torch.equal(known, prefix)
 
     @torch.no_grad()
     def generate(self, model: Any, request: GenerationRequest, *, generator: torch.Generator) -> TokenBatch:
-        """The target text: its known prefix, the argmax class's answer, EOS; in a TokenBatch like maskgit's."""
+        """The target text: its known prefix, the argmax class's answer, EOS; in a TokenBatch like maskgit's.
+
+        A request that is no question (an image target, a caption from nothing) goes to the fallback sampler.
+        """
+        space = model.token_space
+        if not self.is_question(request, space=space):
+            return self.fallback.generate(model, request, generator=generator)
         if getattr(model, "answer_head", None) is None:
             raise UserError(NO_HEAD)
-        self.check(request)
-        space = model.token_space
         target = next(part for part in request.segments if part.target)
         text_space = space.space(target.modality)
-        if not text_space.variable_length:
-            raise UserError(f"the answer_head sampler writes text; the request's target is {target.modality!r}")
         prefix_lengths = target.known.bool().sum(dim=1)
         context = [_context_part(part) for part in request.segments if not part.target]
         packed, bog = question_sequence(

@@ -180,19 +180,35 @@ def test_the_objective_trains_soft_targets_with_exact_loss_and_metrics(registry,
     assert idle.loss.item() == 0.0 and idle.metrics == {}
 
 
-def test_the_objective_refuses_a_model_without_a_head(registry, tokenizer):
+def test_the_objective_gives_zero_and_says_why_for_a_model_without_a_head(registry, tokenizer, caplog):
     from mmgen.objectives.vqa_classify import VqaClassify
 
     model = build(registry, space_of(tokenizer))
     objective = VqaClassify(token_space=model.token_space, tokenizer=tokenizer)
     batch = TokenBatch(segments=[image_segment(1), tokenizer.encode([TEXTS[0]])])
     task = Task(name="i2t", context=("image",), target=("text",))
-    with pytest.raises(UserError) as error:
-        objective(model, StepInput(batch=batch, task=task, generator=torch.Generator()))
-    assert str(error.value) == (
-        "objective 'vqa_classify' trains an answer head, and the model has none:"
+    with caplog.at_level("WARNING"):
+        for _ in range(2):
+            out = objective(model, StepInput(batch=batch, task=task, generator=torch.Generator()))
+            assert out.loss.item() == 0.0 and not out.loss.requires_grad
+    assert [r.getMessage() for r in caplog.records] == [
+        "objective 'vqa_classify' trains an answer head, and the model has none (its loss is 0):"
         " give the finetune stage answer_head: {top: N}"
-    )
+    ]
+
+
+def test_the_finetune_stage_refuses_vqa_classify_without_a_head(registry, tokenizer):
+    from mmgen.plugins.stages.answer_head import grow_answer_head
+    from mmgen.plugins.stages.finetune import FinetuneStage
+    from mmgen.config import structure_attrs
+
+    config = structure_attrs(FinetuneStage.Config, {"objectives": [{"use": "vqa_classify"}]}, registry=registry)
+    model = build(registry, space_of(tokenizer))
+    with pytest.raises(UserError, match=r"the pretrained model has none: give the stage answer_head: \{top: N\}$"):
+        grow_answer_head(
+            tiny_spec(registry), model, config, inputs=None, tokenizers={"text": tokenizer}, out_dir=None,
+            registry=registry,
+        )
 
 
 def vqa_run(model, tokenizer, sampler, questions):
@@ -246,3 +262,22 @@ def test_the_sampler_refuses_a_model_without_a_head_in_one_line(registry, tokeni
         "task 'vqa': the answer_head sampler needs a model with an answer head (VQA as classification), and this one"
         " has none: fine-tune it with the finetune stage's answer_head option, or use the maskgit sampler"
     )
+
+
+def test_a_request_that_is_no_question_goes_to_maskgit(registry, tokenizer):
+    from mmgen.api import GenerationRequest, RequestSegment
+    from mmgen.samplers.answer_head import AnswerHeadSampler
+    from mmgen.samplers.maskgit import MaskGitSampler
+
+    model = headed_model(registry, tokenizer, prefer=0)
+    text = tokenizer.encode([TEXTS[0]])
+    image = image_segment(1)
+    request = GenerationRequest(
+        segments=[
+            RequestSegment(modality="text", tokens=text.tokens, known=text.valid(), lengths=text.lengths),
+            RequestSegment(modality="image", tokens=image.tokens, known=torch.zeros(1, 4).bool(), target=True),
+        ]
+    )
+    ours = AnswerHeadSampler().generate(model, request, generator=torch.Generator().manual_seed(0))
+    theirs = MaskGitSampler().generate(model, request, generator=torch.Generator().manual_seed(0))
+    assert torch.equal(ours.segments[0].tokens, theirs.segments[0].tokens)
