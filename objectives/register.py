@@ -21,3 +21,7 @@ def register_objectives(register):
     from .in_context import InContextMask
 
     register(InContextMask)
+
+    from .vqa_classify import VqaClassify
+
+    register(VqaClassify)

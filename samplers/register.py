@@ -12,3 +12,7 @@ def register_samplers(register):
     from .autoregressive import AutoregressiveSampler
 
     register(AutoregressiveSampler)
+
+    from .answer_head import AnswerHeadSampler
+
+    register(AnswerHeadSampler)

@@ -7,7 +7,7 @@ variable-length modality a target-length head.
 
 from __future__ import annotations
 
-from typing import ClassVar, Literal
+from typing import Any, ClassVar, Literal
 
 import attrs
 import torch
@@ -16,6 +16,7 @@ from torch.utils.checkpoint import checkpoint
 
 from mmgen.api import JointTokenSpace, Packed
 
+from .answer_head import AnswerHead, answer_space
 from .presets import Architecture
 from .token_transformer import MaskPositions, TokenTransformer, init_weights
 from .transformer_block import TransformerBlock
@@ -42,12 +43,24 @@ class MagvltModel(TokenTransformer):
         # Segment-index embedding rows (token_transformer.py): > 0 for sequences of several pairs
         # (in-context generation, docs/in_context.md); 0 adds none, as models saved before it.
         max_segments: int = 0
+        # VQA as classification (answer_head.py): > 0 adds a head over this many answers on the [BOG] state;
+        # 0 adds none, as models saved before it. The finetune stage's `answer_head` option sets it.
+        answer_classes: int = 0
 
         def __attrs_post_init__(self) -> None:
             if self.code_init_scale < 0:
                 raise ValueError(f"code_init_scale must be >= 0, got {self.code_init_scale}")
             if self.max_segments < 0:
                 raise ValueError(f"max_segments must be >= 0, got {self.max_segments}")
+            if self.answer_classes < 0:
+                raise ValueError(f"answer_classes must be >= 0, got {self.answer_classes}")
+
+    @classmethod
+    def from_config(cls, config: Config, **deps: Any) -> MagvltModel:
+        model = super().from_config(config, **deps)
+        if config.answer_classes:
+            model.add_answer_head(config.answer_classes)
+        return model
 
     def __init__(
         self,
@@ -76,6 +89,24 @@ class MagvltModel(TokenTransformer):
         )
         self.apply(init_weights)
         self.zero_segments()
+        self.answer_head: AnswerHead | None = None
+
+    def add_answer_head(self, classes: int) -> None:
+        """Give the model an answer head over `classes` answers, initialised as the model's own weights.
+
+        Made after every other module (from_config), so a model without one keeps its names and seeded init.
+        """
+        text = answer_space(self.token_space)
+        width = self.architecture.width
+        eos = text.eos_id if text.eos_id is not None else text.pad_id
+        self.answer_head = AnswerHead(width=width, classes=classes, answer_length=text.length, eos_id=eos)
+        self.answer_head.apply(init_weights)
+
+    def answer_logits(self, hidden: torch.Tensor) -> torch.Tensor:
+        """[..., answer_classes] from [BOG] states (answer_head.question_sequence)."""
+        if self.answer_head is None:
+            raise ValueError("the model has no answer head (answer_classes: 0)")
+        return self.answer_head(hidden)
 
     def forward(self, packed: Packed) -> torch.Tensor:
         """Hidden states [B, S, D] of a packed sequence."""

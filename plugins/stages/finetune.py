@@ -46,6 +46,7 @@ from mmgen.api import (
 )
 from mmgen.objectives.tasks import TaskConfig, paper_tasks
 
+from .answer_head import AnswerHeadOptions, grow_answer_head
 from .new_parameters import with_segments
 from .train_model import (
     PAPER_OBJECTIVES,
@@ -97,6 +98,8 @@ class FinetuneStage:
         # Give the model a segment-index table of this many rows (new rows start at zero, so it computes as
         # before: new_parameters.py); for sequences of several pairs (docs/in_context.md). null: as pretrained.
         max_segments: int | None = None
+        # VQA as classification: a head over the train split's `top` most frequent answers (answer_head.py).
+        answer_head: AnswerHeadOptions | None = None
         pretrained_stage: str = upstream("train")
         tokenizers_stage: str = upstream("tokenizers")
         # The tokenizers stage the pretrained model was trained with, when `tokenizers_stage` differs from it.
@@ -131,6 +134,7 @@ class FinetuneStage:
             sample_examples=inputs.sample_examples,
             sample_tasks=inputs.sample_tasks,
             pretrained_tokenizers=None if (old := self.config.transfer_from) is None else ctx.inputs.load(old),
+            stage_inputs=ctx.inputs,
         )
 
 
@@ -244,6 +248,7 @@ def finetune_and_save(
     sample_examples: Any = None,
     sample_tasks: Any = None,
     pretrained_tokenizers: Any = None,
+    stage_inputs: Any = None,
 ) -> Any:
     """Fine-tune the model saved in `pretrained_dir` on `dataset` and save it in `out_dir`; returns the model."""
     from mmgen.api import env_world
@@ -258,6 +263,9 @@ def finetune_and_save(
         pretrained_tokenizers=pretrained_tokenizers,
     )
     spec, model = with_segments(spec, model, config.max_segments, registry=registry)
+    spec, model = grow_answer_head(
+        spec, model, config, inputs=stage_inputs, tokenizers=tokenizers, out_dir=out_dir, registry=registry
+    )
     restricted = restrict_training(model, config)
     trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
     log.info(
