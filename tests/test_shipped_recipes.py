@@ -15,7 +15,8 @@ MAGVLT_RECIPES = [p for p in RECIPES if p.name in ("quickstart.yaml", "shapes.ya
 
 def test_the_shipped_recipes_are_found():
     assert [p.name for p in RECIPES] == [
-        "compare_argvlt.yaml", "finetune_caption.yaml", "in_context.yaml", "quickstart.yaml", "shapes.yaml"
+        "compare_argvlt.yaml", "finetune_caption.yaml", "finetune_vqa.yaml", "in_context.yaml", "quickstart.yaml",
+        "shapes.yaml",
     ]
 
 
@@ -28,6 +29,20 @@ def test_the_caption_finetuning_starts_from_the_shipped_models_and_measures_befo
     assert stages["generate_before"].model_stage == "pretrained" and stages["generate"].model_stage == "finetune"
     assert stages["generate_before"].sampler == stages["generate"].sampler
     assert (stages["generate_before"].split, stages["generate"].split) == ("test", "test")
+
+
+def test_the_vqa_finetuning_refits_the_text_tokenizer_and_scores_both_variants_on_test(monkeypatch):
+    monkeypatch.chdir(RECIPES[0].parents[1])
+    recipe = load_recipe(RECIPES[2], registry=load_registry())
+    assert [(r.key, r.use) for r in recipe.reused] == [("pretrained_tokenizers", "tokenizers"), ("pretrained", "train")]
+    stages = {entry.key: entry.spec.config for entry in recipe.stages}
+    assert stages["tokenizers"].keep_stage == "pretrained_tokenizers"
+    assert [spec.use for spec in stages["tokenizers"].tokenizers] == ["sentencepiece_bpe"]
+    assert stages["finetune"].transfer_from == "pretrained_tokenizers" and stages["finetune"].answer_head.top == 64
+    assert stages["finetune"].tasks["i2t"].full_length
+    assert (stages["generate"].sampler.use, stages["generate_classify"].sampler.use) == ("maskgit", "answer_head")
+    assert stages["generate"].split == stages["generate_classify"].split == "test"
+    assert stages["evaluate_classify"].generations_stage == "generate_classify"
 
 
 @pytest.mark.parametrize("path", MAGVLT_RECIPES, ids=lambda p: p.stem)
