@@ -189,6 +189,8 @@ def generate(
     from .runner import flatten
 
     registry = load_registry()
+    # Registered names use underscores; `--task in-context` means `in_context`.
+    task_name = task_name.replace("-", "_")
     texts = list(prompts)
     if prompts_file is not None:
         texts += [line.strip() for line in prompts_file.read_text(encoding="utf-8").splitlines() if line.strip()]
