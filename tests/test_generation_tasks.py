@@ -136,9 +136,11 @@ def _png(image: torch.Tensor) -> bytes:
 # ---- pure pieces ----------------------------------------------------------------------------------
 
 
-def test_registry_holds_the_ten_builtin_tasks_with_their_modalities():
+def test_registry_holds_the_builtin_tasks_with_their_modalities():
     # An installed plugin package (mmgen-audio's t2a, ...) may add tasks beside the built-in ones.
-    tasks = (*TASKS, VisualQuestionAnswering)
+    from mmgen.plugins.tasks.in_context import InContext
+
+    tasks = (*TASKS, VisualQuestionAnswering, InContext)
     builtin = [e.name for e in registry().entries("tasks") if e.provider.package == "mmgen"]
     assert builtin == sorted(t.name for t in tasks)
     assert all(registry().get("tasks", t.name) is t for t in tasks)
@@ -158,6 +160,7 @@ def test_registry_holds_the_ten_builtin_tasks_with_their_modalities():
         "t2it": (("text",), ("image", "text")),
         "unconditional": ((), ("image", "text")),
         "vqa": (("image", "text"), ("text",)),
+        "in_context": (("text",), ("image",)),  # direction t2i by default; i2t swaps them
     }
 
 

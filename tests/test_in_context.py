@@ -284,7 +284,8 @@ def test_the_recipe_reuses_the_shipped_models_and_trains_every_k(monkeypatch):
     recipe = load_recipe(ROOT / "recipes" / "in_context.yaml", registry=load_registry())
     assert [(r.key, r.use) for r in recipe.reused] == [("tokenizers", "tokenizers"), ("pretrained", "train")]
     stages = {entry.key: entry.spec for entry in recipe.stages}
-    assert [key for key in stages] == ["data", "cache", "finetune", "evaluate"]
+    assert [key for key in stages] == ["data", "cache", "finetune", "evaluate_val", "evaluate"]
+    assert (stages["evaluate_val"].config.split, stages["evaluate_val"].config.model_stage) == ("val", "finetune")
     finetune = stages["finetune"].config
     assert stages["finetune"].use == "in_context_finetune" and finetune.max_segments == 10
     assert sorted(finetune.tasks) == sorted(f"ic_{d}_k{k}" for d in ("t2i", "i2t") for k in range(5))

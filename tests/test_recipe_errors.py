@@ -19,7 +19,7 @@ from recipe_helpers import TINY
 from mmgen.cli import main
 from mmgen.errors import UserError
 
-STAGES = "cache, clip, data, evaluate, finetune, generate, tokenizers, train"
+STAGES = "cache, clip, data, evaluate, finetune, generate, in_context_evaluate, in_context_finetune, tokenizers, train"
 TRAIN_OPTIONS = (
     "model, objectives, tasks, trainer, condition_dropout, caption_weights, samples, tokenizers_stage, cache_stage"
 )

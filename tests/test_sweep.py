@@ -240,7 +240,7 @@ TRAINER_OPTIONS = (
     "precision, compile, activation_checkpointing, checkpoint_every, keep_last, log_every, distributed, num_workers, "
     "seed"
 )
-OBJECTIVE_NAMES = "causal_lm, mask, mixsel, target_length, unroll_mask"
+OBJECTIVE_NAMES = "causal_lm, in_context_mask, mask, mixsel, target_length, unroll_mask, vqa_classify"
 HEADS = "(keys: name, description, seed, device, workdir, tracker, reuse, stages)"
 OWN_SEEDS = {"stages.tokenizers.seed": 0, "stages.train.trainer.seed": 0, "stages.generate.seed": 0}
 FIXED = "every variant shares the sweep's name, workdir, tracker"
