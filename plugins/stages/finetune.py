@@ -120,13 +120,17 @@ class FinetuneStage:
 
         return TrainModelStage.load(directory, registry=registry, device=device)
 
+    def training_data(self, dataset: Any) -> Any:
+        """What the trainer reads from the cache's train split (a subclass may regroup it, e.g. into episodes)."""
+        return dataset
+
     def run(self, ctx: StageContext) -> None:
         inputs = read_training_inputs(ctx, self.config)
         finetune_and_save(
             self.config,
             pretrained_dir=ctx.inputs.path(self.config.pretrained_stage),
             tokenizers=inputs.tokenizers,
-            dataset=inputs.dataset,
+            dataset=self.training_data(inputs.dataset),
             out_dir=ctx.out_dir,
             registry=ctx.registry,
             tracker=ctx.tracker,

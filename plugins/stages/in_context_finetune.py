@@ -16,12 +16,11 @@ from typing import Any, ClassVar
 
 import attrs
 
-from mmgen.api import Spec, StageContext, components, positive
+from mmgen.api import Spec, components, positive
 from mmgen.objectives.in_context import in_context_tasks
 from mmgen.objectives.tasks import TaskConfig
 
-from .finetune import FinetuneStage, finetune_and_save
-from .train_model import read_training_inputs
+from .finetune import FinetuneStage
 
 PAIRS = 5  # an episode: up to 4 context pairs and the query pair
 
@@ -45,23 +44,8 @@ class InContextFinetuneStage(FinetuneStage):
         # Records per episode in the cache's train split (the data set's `pairs`).
         pairs: int = attrs.field(default=PAIRS, validator=positive)
 
-    @classmethod
-    def from_config(cls, config: Config, **_deps: Any) -> InContextFinetuneStage:
-        return cls(config=config)
-
-    def run(self, ctx: StageContext) -> None:
+    def training_data(self, dataset: Any) -> Any:
+        """The cache's train split as episodes of `pairs` records."""
         from mmgen.plugins.datasets.episodes import EpisodeDataset
 
-        inputs = read_training_inputs(ctx, self.config)
-        finetune_and_save(
-            self.config,
-            pretrained_dir=ctx.inputs.path(self.config.pretrained_stage),
-            tokenizers=inputs.tokenizers,
-            dataset=EpisodeDataset(inputs.dataset, pairs=self.config.pairs),
-            out_dir=ctx.out_dir,
-            registry=ctx.registry,
-            tracker=ctx.tracker,
-            device=ctx.device,
-            sample_examples=inputs.sample_examples,
-            sample_tasks=inputs.sample_tasks,
-        )
+        return EpisodeDataset(dataset, pairs=self.config.pairs)
