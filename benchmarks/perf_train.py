@@ -1,7 +1,7 @@
 """Training throughput on CPU: tokens/s and achieved FLOP/s as a share of this machine's fp32 matmul rate.
 
 One optimizer update (forward, backward, gradient clipping, fused AdamW) through the trainer's own
-update (`Trainer._update`, the path `mmgen run` trains with) on a fixed synthetic T2I batch, for
+update (`Trainer.step`, the path `mmgen run` trains with) on a fixed synthetic T2I batch, for
 - MAGVLT with the train stage's default objectives (mask + target length + UnrollMask + MixSel:
   three forward-backward passes per update), `shapes` only by default;
 - MAGVLT with the mask objective alone (one forward-backward, as the peers);
@@ -58,9 +58,8 @@ from perf_models import (
 from torch.utils.flop_counter import FlopCounterMode, sdpa_backward_flop_count, sdpa_flop_count
 
 from mmgen.api import ObjectiveOutput
-from mmgen.distributed import DistContext
 from mmgen.registry import load_registry
-from mmgen.trainer import Trainer, TrainerConfig, _Run, adamw
+from mmgen.trainer import Trainer, TrainerConfig
 
 MUSE = "muse MaskGit (peer)"
 
@@ -89,33 +88,25 @@ class UpdateCase:
         config = TrainerConfig(steps=10**9, batch_size=len(batch.segments[0].tokens), warmup_steps=0)
         self.label, self.tokens, self.loss_fn = label, tokens, loss_fn
         self.trainer = Trainer(config, out_dir=out_dir, quiet=True)
-        module.train()
-        self.run = _Run(
-            module=module,
-            optimizer=adamw(module, config),
-            stream=itertools.repeat(batch),
-            generator=torch.Generator().manual_seed(0),
-            ctx=DistContext(),
-            device=torch.device("cpu"),
-        )
+        self.module, self.batch = module, batch
+        self.trainer.start(module, loss_fn=loss_fn, stream=itertools.repeat(batch))
         self.parameters = sum(p.numel() for p in module.parameters())
         self.memory_mib: float | None = None
 
     def __call__(self, round_index: int) -> None:
         if round_index == 0:  # the warm-up round: the first update allocates gradients and AdamW state
-            self.memory_mib = peak_rss_growth(lambda: self.trainer._update(self.run, 0, self.loss_fn))
+            self.memory_mib = peak_rss_growth(self.trainer.step)
         else:
-            self.trainer._update(self.run, round_index, self.loss_fn)
+            self.trainer.step()
 
     def flops(self) -> int:
         generator = torch.Generator().manual_seed(0)
-        batch = next(self.run.stream)
 
         def forward_backward() -> None:
-            self.loss_fn(self.run.module, batch, 0, generator).loss.backward()
+            self.loss_fn(self.module, self.batch, 0, generator).loss.backward()
 
         flops = count_flops(forward_backward)
-        self.run.optimizer.zero_grad(set_to_none=True)
+        self.module.zero_grad(set_to_none=True)
         return flops
 
 

@@ -114,6 +114,7 @@ _EXPORTS: dict[str, tuple[str, str]] = {
     # training
     "Trainer": ("trainer", "Trainer"),
     "TrainerConfig": ("trainer", "TrainerConfig"),
+    "StepResult": ("trainer", "StepResult"),
     "load_checkpoint": ("checkpoint", "load"),
     "env_world": ("distributed", "env_world"),
     "epoch_permutation": ("data_stream", "epoch_permutation"),

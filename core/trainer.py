@@ -109,6 +109,16 @@ class TrainResult:
     seconds: float
 
 
+@attrs.frozen(kw_only=True)
+class StepResult:
+    """What one optimizer update (`Trainer.step`) did; tensors stay on the device (reading them syncs)."""
+
+    step: int  # finished updates after this one (1 after the first)
+    metrics: Mapping[str, Any]  # the objective's loss and metrics: tokens summed over micro-batches, the rest averaged
+    lr: float
+    grad_norm: torch.Tensor | None  # before clipping; None without grad_clip
+
+
 @attrs.define(kw_only=True)
 class _Run:
     """What one `fit` call trains with."""
@@ -181,6 +191,9 @@ class Trainer:
         self._module: nn.Module | None = None
         self._ema_copy: nn.Module | None = None
         self._ctx = distributed.DistContext()
+        self._run: _Run | None = None
+        self._loss_fn: LossFn | None = None
+        self._next_step = 0
 
     # ---- helpers for callers -------------------------------------------------
 
@@ -247,24 +260,10 @@ class Trainer:
         the module in eval mode, EMA weights in place when enabled, under no_grad.
         """
         started = time.perf_counter()
-        self._ctx = ctx = distributed.setup(self.config.distributed, self.device)
+        ctx = distributed.setup(self.config.distributed, self.device)
         try:
-            device = distributed.rank_device(self.device, ctx)
-            self._check_stream(stream, ctx)
-            module = self._prepare(module, device, ctx)
-            self.optimizer = adamw(module, self.config)
-            self.ema = EMA(module, decay=self.config.ema_decay) if self.config.ema_decay is not None else None
-            run = _Run(
-                module=module,
-                optimizer=self.optimizer,
-                stream=stream,
-                generator=torch.Generator(device=device),
-                ctx=ctx,
-                device=device,
-            )
-            self._seed(run)
-            start_step = self._resume(run)
-            metrics, last = self._loop(run, start_step, loss_fn, on_log, sample_fn, sample_every)
+            start_step = self._begin(module, loss_fn=loss_fn, stream=stream, ctx=ctx, resume=True)
+            metrics, last = self._loop(start_step, on_log, sample_fn, sample_every)
             return TrainResult(
                 steps=self.config.steps,
                 start_step=start_step,
@@ -274,6 +273,47 @@ class Trainer:
             )
         finally:
             distributed.cleanup(ctx)
+
+    def start(self, module: nn.Module, *, loss_fn: LossFn, stream: Any, resume: bool = False) -> int:
+        """Set `module` up to be trained one update at a time by `step`, in this process (no distribution).
+
+        For loops of one's own (benchmarks, notebooks): the same optimizer, schedule, EMA, seeding and
+        update as `fit`, without its checkpoints, logging or progress bar. `stream` yields batches (a
+        BatchStream from `make_stream`, or any iterator); `resume` restores out_dir's latest checkpoint.
+        Returns the 0-based index of the first update `step` will make.
+        """
+        return self._begin(module, loss_fn=loss_fn, stream=stream, ctx=distributed.DistContext(), resume=resume)
+
+    def step(self) -> StepResult:
+        """One optimizer update on the next batch(es) of the stream: the update `fit` makes at each step."""
+        if self._run is None or self._loss_fn is None:
+            raise RuntimeError("call start (or fit) first")
+        sums, lr, grad_norm = self._update(self._run, self._next_step, self._loss_fn)
+        self._next_step += 1
+        return StepResult(step=self._next_step, metrics=sums, lr=lr, grad_norm=grad_norm)
+
+    def _begin(
+        self, module: nn.Module, *, loss_fn: LossFn, stream: Any, ctx: distributed.DistContext, resume: bool
+    ) -> int:
+        """Prepare module, optimizer, EMA and generator for `step`; returns the first step (resumed or 0)."""
+        self._ctx = ctx
+        device = distributed.rank_device(self.device, ctx)
+        self._check_stream(stream, ctx)
+        module = self._prepare(module, device, ctx)
+        self.optimizer = adamw(module, self.config)
+        self.ema = EMA(module, decay=self.config.ema_decay) if self.config.ema_decay is not None else None
+        self._run = _Run(
+            module=module,
+            optimizer=self.optimizer,
+            stream=stream,
+            generator=torch.Generator(device=device),
+            ctx=ctx,
+            device=device,
+        )
+        self._seed(self._run)
+        self._loss_fn = loss_fn
+        self._next_step = self._resume(self._run) if resume else 0
+        return self._next_step
 
     def _check_stream(self, stream: Any, ctx: distributed.DistContext) -> None:
         expected = self.config.micro_batch_size(ctx.world_size)
@@ -322,28 +362,30 @@ class Trainer:
 
     def _loop(
         self,
-        run: _Run,
         start_step: int,
-        loss_fn: LossFn,
         on_log: Callable[[int, dict[str, float]], None] | None,
         sample_fn: Callable[[nn.Module, int], None] | None,
         sample_every: int | None,
     ) -> tuple[dict[str, float], Path | None]:
-        config = self.config
+        config, run = self.config, self._run
+        assert run is not None
         progress = self._progress_bar(start_step, run.ctx)
         logged: dict[str, float] = {}
         last_checkpoint = self.checkpoints.latest() if run.ctx.is_main else None
         tokens_since_log, log_clock = 0.0, time.perf_counter()
-        for step in range(start_step, config.steps):
-            sums, lr, grad_norm = self._update(run, step, loss_fn)
-            done = step + 1
-            tokens_since_log += float(sums.get("tokens", 0.0))
+        for _ in range(start_step, config.steps):
+            result = self.step()
+            done = result.step
+            tokens_since_log += result.metrics.get("tokens", 0.0)  # a tensor stays on the device until logged
             if done % config.log_every == 0 or done == config.steps:
-                logged = self._log(sums, lr, grad_norm, run.ctx, done, tokens_since_log, time.perf_counter() - log_clock)
+                seconds = time.perf_counter() - log_clock
+                logged = self._log(
+                    result.metrics, result.lr, result.grad_norm, run.ctx, done, float(tokens_since_log), seconds
+                )
                 tokens_since_log, log_clock = 0.0, time.perf_counter()
                 if run.ctx.is_main and on_log is not None:
                     on_log(done, logged)
-                progress.set_postfix(loss=f"{logged['loss']:.4f}", lr=f"{lr:.2e}", refresh=False)
+                progress.set_postfix(loss=f"{logged['loss']:.4f}", lr=f"{result.lr:.2e}", refresh=False)
             progress.update(1)
             if done % config.checkpoint_every == 0 or done == config.steps:
                 last_checkpoint = self._save(run, done) or last_checkpoint

@@ -43,6 +43,8 @@ from mmgen.api import (
 )
 from mmgen.plugins.models.causal import causal
 
+from .draws import categorical
+
 
 class LeftToRightError(UserError, ValueError):
     """A request the autoregressive sampler cannot fill: a target token to sample before a known one."""
@@ -83,8 +85,7 @@ def filter_logits(logits: torch.Tensor, options: TokenOptions) -> torch.Tensor:
 
 def draw(logits: torch.Tensor, options: TokenOptions, *, generator: torch.Generator) -> torch.Tensor:
     """One token [B] per row of logits [B, V]."""
-    probs = filter_logits(logits, options).softmax(dim=-1)
-    return torch.multinomial(probs.to(generator.device), 1, generator=generator).squeeze(1).to(logits.device)
+    return categorical(filter_logits(logits, options), generator=generator)
 
 
 class AutoregressiveSampler:
@@ -189,7 +190,8 @@ class _CachedSteps:
 
     def __init__(self, model: Any, packed: Packed, *, first_slot: int) -> None:
         self.model, self.packed, self.slot = model, packed, first_slot
-        hidden, self.cache = model.prefill(_prefix(packed, first_slot))
+        # The cache's buffers are sized once for the whole sequence: each step writes one slot in place.
+        hidden, self.cache = model.prefill(_prefix(packed, first_slot), capacity=packed.tokens.shape[1])
         self.hidden = hidden[:, -1]
 
     def advance(self, token: torch.Tensor) -> torch.Tensor:

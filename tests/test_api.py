@@ -35,7 +35,7 @@ def test_the_api_holds_what_each_kind_of_plugin_uses():
         "Dataset", "Metric", "Tracker", "Stage", "StageContext", "StageInputs", "Spec", "component",
         "components", "upstream", "positive", "probability", "Record", "Segment", "TokenBatch", "Generation",
         "TokenSpace", "JointTokenSpace", "GenerationRequest", "RequestSegment", "Prompt", "ConfigError",
-        "PluginError", "TrackerUnavailable", "Trainer", "TrainerConfig",
+        "PluginError", "TrackerUnavailable", "Trainer", "TrainerConfig", "StepResult",
     ):  # fmt: skip
         assert name in api.__all__, name
 

@@ -130,6 +130,37 @@ def test_cached_steps_give_the_full_passes_states(prefix):
     assert cache.layers[0][0].shape == (3, 2, packed.tokens.shape[1], 16)
 
 
+@pytest.mark.parametrize("capacity", [None, 9, 40])
+def test_the_cache_is_written_in_place_within_its_capacity_and_grows_beyond_it(capacity):
+    # None: buffers of the prefix's length, doubled when full; 9: room for 5 more slots, then doubled;
+    # 40: room for everything, so every step writes into the buffers prefill allocated.
+    model = tiny_argvlt().eval()
+    packed = t2i_packed()
+    total = packed.tokens.shape[1]
+    with torch.no_grad():
+        full = model(packed)
+        _, cache = model.prefill(head(packed, 4), capacity=capacity)
+        first = cache.keys[0].data_ptr()
+        grown = []
+        steps = []
+        for s in range(4, total):
+            steps.append(
+                model.extend(
+                    packed.tokens[:, s : s + 1],
+                    packed.table[s : s + 1],
+                    packed.position[s : s + 1],
+                    cache,
+                    key_padding=packed.key_padding[:, s : s + 1],
+                )
+            )
+            grown.append(cache.keys[0].data_ptr() != first)
+            first = cache.keys[0].data_ptr()
+    assert torch.allclose(torch.cat(steps, dim=1), full[:, 4:], atol=TOLERANCE)
+    assert cache.length == total and torch.equal(cache.key_padding, packed.key_padding)
+    expected_growths = {None: 3, 9: 2, 40: 0}[capacity]  # 4 -> 8 -> 16 -> 32 >= total; 9 -> 18 -> 36; none
+    assert sum(grown) == expected_growths, (total, grown)
+
+
 def test_extending_several_slots_at_once_equals_one_by_one():
     model = tiny_argvlt().eval()
     packed = t2i_packed()

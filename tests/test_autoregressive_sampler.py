@@ -60,7 +60,7 @@ class FakeCachedCausal(FakeCausal):
         self.prefilled: list[int] = []
         self.extended: list[torch.Tensor] = []
 
-    def prefill(self, packed: Packed):
+    def prefill(self, packed: Packed, *, capacity: int | None = None):
         self.prefilled.append(packed.tokens.shape[1])
         hidden = self(packed)
         return hidden, {"next": int(hidden[0, -1, 0]) + 1}

@@ -291,3 +291,39 @@ def test_ema_of_tied_weights_averages_once_and_covers_every_state_dict_key():
     assert sorted(ema.state_dict()) == sorted(module.state_dict()) == ["embed.weight", "head.weight"]
     assert ema.state_dict()["head.weight"].unique().tolist() == [2.0]  # one lerp, not two
     assert ema.state_dict()["head.weight"] is ema.state_dict()["embed.weight"]
+
+
+# ---- one update at a time (Trainer.start / Trainer.step) --------------------------------------
+
+
+def test_start_then_step_makes_exactly_the_updates_fit_makes(tmp_path):
+    config = small_config(ema_decay=0.9, grad_clip=1.0)
+    fitted, fitted_model, tracker, _ = train(tmp_path / "fit", config, loss_fn=mse_loss)
+    torch.manual_seed(0)
+    model = TinyMLP()
+    trainer = Trainer(config, out_dir=tmp_path / "steps", quiet=True)
+    assert trainer.start(model, loss_fn=mse_loss, stream=trainer.make_stream(make_data(), collate=collate)) == 0
+    results = [trainer.step() for _ in range(config.steps)]
+    assert [r.step for r in results] == list(range(1, 7))
+    assert [r.lr for r in results] == [tracker.metrics[s]["lr"] for s in range(1, 7)]
+    assert [float(r.metrics["loss"]) for r in results] == [tracker.metrics[s]["loss"] for s in range(1, 7)]
+    assert [float(r.grad_norm) for r in results] == [tracker.metrics[s]["grad_norm"] for s in range(1, 7)]
+    for (name, a), b in zip(fitted_model.named_parameters(), model.parameters()):
+        assert torch.equal(a, b), name
+    for (name, a), b in zip(fitted.ema_module.named_parameters(), trainer.ema_module.parameters()):
+        assert torch.equal(a, b), name
+    assert not (tmp_path / "steps" / "checkpoints").exists() or not any((tmp_path / "steps" / "checkpoints").iterdir())
+
+
+def test_start_resumes_from_the_latest_checkpoint(tmp_path):
+    config = small_config(checkpoint_every=3, steps=3)
+    train(tmp_path, config)
+    trainer = Trainer(small_config(checkpoint_every=3), out_dir=tmp_path, quiet=True)
+    stream = trainer.make_stream(make_data(), collate=collate)
+    assert trainer.start(TinyMLP(), loss_fn=plain_mse_loss, stream=stream, resume=True) == 3
+    assert trainer.step().step == 4
+
+
+def test_step_before_start_is_an_error(tmp_path):
+    with pytest.raises(RuntimeError, match="call start"):
+        Trainer(small_config(), out_dir=tmp_path, quiet=True).step()

@@ -36,14 +36,45 @@ from .token_transformer import MaskPositions, TokenTransformer, init_weights
 
 @attrs.define
 class KVCache:
-    """Every layer's keys and values [B, H, P, D/H] for the P slots run so far, and which of them are padding."""
+    """Every layer's keys and values for the slots run so far, in buffers allocated once.
 
-    layers: list[tuple[torch.Tensor, torch.Tensor]]
-    key_padding: torch.Tensor  # [B, P]
+    `keys[i]` / `values[i]` [B, H, capacity, D/H] hold layer i's first `length` slots (the rest is
+    room for later ones); `padding` [B, capacity] marks cached slots that are padding. A step writes
+    its slot in place; only when the room runs out are the buffers reallocated, twice as long.
+    """
+
+    keys: list[torch.Tensor]
+    values: list[torch.Tensor]
+    padding: torch.Tensor
+    length: int
 
     @property
-    def length(self) -> int:
-        return self.key_padding.shape[1]
+    def layers(self) -> list[tuple[torch.Tensor, torch.Tensor]]:
+        """Each layer's keys and values of the cached slots [B, H, length, D/H] (views)."""
+        return [(k[:, :, : self.length], v[:, :, : self.length]) for k, v in zip(self.keys, self.values)]
+
+    @property
+    def key_padding(self) -> torch.Tensor:
+        """[B, length]: True where a cached slot is padding."""
+        return self.padding[:, : self.length]
+
+    def reserve(self, count: int) -> None:
+        """Room for `count` more slots (buffers doubled, at least to fit, when they are full)."""
+        capacity = self.padding.shape[1]
+        if self.length + count <= capacity:
+            return
+        grown = max(2 * capacity, self.length + count)
+        self.keys = [_grow(k, grown) for k in self.keys]
+        self.values = [_grow(v, grown) for v in self.values]
+        self.padding = _grow(self.padding, grown, dim=1)
+
+
+def _grow(buffer: torch.Tensor, capacity: int, *, dim: int = 2) -> torch.Tensor:
+    shape = list(buffer.shape)
+    shape[dim] = capacity
+    grown = buffer.new_zeros(shape)
+    grown.narrow(dim, 0, buffer.shape[dim]).copy_(buffer)
+    return grown
 
 
 class ArgvltModel(TokenTransformer):
@@ -79,10 +110,18 @@ class ArgvltModel(TokenTransformer):
         hidden, _ = self._run(packed, keep=False)
         return hidden
 
-    def prefill(self, packed: Packed) -> tuple[torch.Tensor, KVCache]:
-        """Hidden states [B, S, D] of `packed` (as `forward`) and the cache of its keys and values."""
+    def prefill(self, packed: Packed, *, capacity: int | None = None) -> tuple[torch.Tensor, KVCache]:
+        """Hidden states [B, S, D] of `packed` (as `forward`) and the cache of its keys and values.
+
+        `capacity`: the slots the cache will hold in all (prefix and every slot `extend` adds), so its
+        buffers are allocated once; None: the prefix's length (then they grow as needed).
+        """
         hidden, layers = self._run(packed, keep=True)
-        return hidden, KVCache(layers=layers, key_padding=packed.key_padding)
+        length = packed.tokens.shape[1]
+        room = max(capacity or length, length)
+        keys = [_grow(k, room) if room > length else k.contiguous() for k, _ in layers]
+        values = [_grow(v, room) if room > length else v.contiguous() for _, v in layers]
+        return hidden, KVCache(keys=keys, values=values, padding=_grow(packed.key_padding, room, dim=1), length=length)
 
     def extend(
         self,
@@ -97,17 +136,20 @@ class ArgvltModel(TokenTransformer):
 
         The new slots see every cached slot that is not padding and, left to right, each other
         (`key_padding` [B, n] marks new slots that are padding; None: none is). Their keys and
-        values are appended to `cache`.
+        values are written into `cache`.
         """
         batch, count = tokens.shape
         if key_padding is None:
             key_padding = torch.zeros_like(tokens, dtype=torch.bool)
-        earlier = (~cache.key_padding)[:, None, :].expand(batch, count, cache.length)
+        cache.reserve(count)
+        at = cache.length
+        earlier = (~cache.key_padding)[:, None, :].expand(batch, count, at)
         mask = torch.cat([earlier, causal_attention(key_padding)], dim=2)[:, None]
         x = self.embed(tokens, table, position)
         for index, block in enumerate(self.blocks):
-            x, cache.layers[index] = block(x, mask, past=cache.layers[index])
-        cache.key_padding = torch.cat([cache.key_padding, key_padding], dim=1)
+            x = block.extend(x, mask, cache.keys[index], cache.values[index], at=at)
+        cache.padding[:, at : at + count] = key_padding
+        cache.length = at + count
         return x
 
     def _run(self, packed: Packed, *, keep: bool) -> tuple[torch.Tensor, list[tuple[torch.Tensor, torch.Tensor]]]:
