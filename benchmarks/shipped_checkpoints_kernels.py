@@ -41,11 +41,14 @@ def measure(*, merge: bool) -> dict:
     from mmgen.recipe import load_recipe
     from mmgen.registry import load_registry
     from mmgen.stage import StageInputs
-    from mmgen.stage_folder import newest_finished, read_done
+    from mmgen.stage_folder import newest_finished, newest_model, read_done
 
     registry = load_registry()
     checkpoints = ROOT / "checkpoints" / "shapes"
-    folders = {key: newest_finished(checkpoints, key) for key in ("train", "tokenizers")}
+    folders = {
+        "train": newest_model(checkpoints, registry=registry),
+        "tokenizers": newest_finished(checkpoints, "tokenizers"),
+    }
     inputs = StageInputs(folders, uses={k: read_done(f)["use"] for k, f in folders.items()}, registry=registry)
     model, tokenizers = inputs.load("train"), inputs.load("tokenizers")
     dataset = ShapesDataset(size=64, max_objects=2, object_order="reading", counts={"test": SCENES}, seed=0)

@@ -134,6 +134,7 @@ _EXPORTS: dict[str, tuple[str, str]] = {
     "atomic_writer": ("atomic", "atomic_writer"),
     # finished stage folders and --set values, for plugins that add commands
     "newest_finished": ("stage_folder", "newest_finished"),
+    "newest_model": ("stage_folder", "newest_model"),
     "verify_stage_folder": ("stage_folder", "verify"),
     "parse_override": ("recipe", "parse_override"),
     "load_recipe": ("recipe", "load_recipe"),

@@ -75,7 +75,7 @@ def stage_inputs(
     Each folder is checked against the hashes recorded when its stage finished before anything reads it.
     """
     from .stage import StageInputs
-    from .stage_folder import newest_finished, verify
+    from .stage_folder import newest_finished, newest_model, verify
 
     given = {}
     for text in stages:
@@ -87,6 +87,8 @@ def stage_inputs(
     for key in needed:
         if key in given:
             folders[key] = given[key]
+        elif run_dir is not None and key == MODEL_STAGE:
+            folders[key] = newest_model(run_dir, registry=registry)  # a fine-tuned model, if the run made one
         elif run_dir is not None:
             folders[key] = newest_finished(run_dir, key)
         else:

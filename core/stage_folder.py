@@ -176,3 +176,20 @@ def newest_finished(workdir: Path | str, key: str) -> Path:
     if not done:
         raise ArtefactError(f"no finished {key!r} stage under {root}")
     return done[-1].parent
+
+
+def newest_model(workdir: Path | str, *, registry: Any) -> Path:
+    """The most recently finished folder of a stage that makes a model (its class sets `makes_model = True`:
+    train, finetune, ...), so a run whose model was fine-tuned generates with the fine-tuned one."""
+    root = Path(workdir) / ARTEFACTS
+    done = sorted(root.glob(f"*/{DONE_FILE}"), key=lambda p: p.stat().st_mtime)
+    kinds = set(registry.names("stages"))
+    uses = [read_done(p.parent).get("use") for p in done]
+    models = [
+        p.parent
+        for p, use in zip(done, uses)
+        if use in kinds and getattr(registry.get("stages", use), "makes_model", False)
+    ]
+    if not models:
+        raise ArtefactError(f"no finished stage under {root} makes a model (train, finetune, ...)")
+    return models[-1]

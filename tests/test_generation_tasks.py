@@ -746,6 +746,24 @@ def stage_folder(run: Path, key: str, digest: str, *, mtime: float | None) -> Pa
     return folder
 
 
+def test_the_run_model_is_its_newest_finished_train_or_finetune_folder(tmp_path):
+    from mmgen.api import ArtefactError, load_registry, newest_model
+
+    registry = load_registry()
+    run = tmp_path / "run"
+    with pytest.raises(ArtefactError, match="no finished stage under .* makes a model"):
+        newest_model(run, registry=registry)
+    train = stage_folder(run, "train", "aaa", mtime=100)
+    assert newest_model(run, registry=registry) == train
+    captions = run / "artefacts" / "captions-ccc"  # a finetune stage under its own key
+    captions.mkdir(parents=True)
+    mark_done(captions, key="captions", use="finetune", digest="ccc", seconds=1.0)
+    os.utime(captions / "DONE.json", (200, 200))
+    stage_folder(run, "clip", "ddd", mtime=300)  # newer, but a CLIP reranker is not the generating model
+    stage_folder(run, "finetune", "eee", mtime=None)  # newer, but unfinished
+    assert newest_model(run, registry=registry) == captions
+
+
 def test_cli_generates_with_stage_folders(tmp_path, monkeypatch):
     pipeline, _ = fake_pipeline()
     model, tok = pipeline.model, pipeline.tokenizers

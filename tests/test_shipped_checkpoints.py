@@ -43,7 +43,7 @@ from mmgen.plugins.stages.generate import example
 from mmgen.recipe import load_recipe
 from mmgen.registry import load_registry
 from mmgen.stage import StageInputs
-from mmgen.stage_folder import newest_finished, read_done
+from mmgen.stage_folder import newest_finished, newest_model, read_done
 
 ROOT = Path(__file__).resolve().parents[1]
 CHECKPOINTS = ROOT / "checkpoints" / "shapes"
@@ -78,7 +78,10 @@ class Loaded:
 def loaded():
     """The checkpoints as `mmgen generate --run checkpoints/shapes` loads them: through the stages that made them."""
     registry = load_registry()
-    folders = {key: newest_finished(CHECKPOINTS, key) for key in ("train", "tokenizers")}
+    folders = {
+        "train": newest_model(CHECKPOINTS, registry=registry),
+        "tokenizers": newest_finished(CHECKPOINTS, "tokenizers"),
+    }
     inputs = StageInputs(folders, uses={k: read_done(f)["use"] for k, f in folders.items()}, registry=registry)
     return Loaded(model=inputs.load("train"), tokenizers=inputs.load("tokenizers"), registry=registry)
 

@@ -21,6 +21,7 @@ from mmgen.api import (
     Prompt,
     StageInputs,
     newest_finished,
+    newest_model,
     png_bytes,
     publish,
     structure_spec,
@@ -67,7 +68,11 @@ class Engine:
     """A run's model and tokenizers, loaded once; `generate` is called by one worker thread at a time."""
 
     def __init__(self, run_dir: Path, *, registry: Any, sampler: dict[str, Any] | None = None, device: str = "cpu"):
-        folders = {key: newest_finished(run_dir, key) for key in (MODEL_STAGE, TOKENIZERS_STAGE)}
+        # The run's newest model: a fine-tuned one (finetune stage) where the run made one.
+        folders = {
+            MODEL_STAGE: newest_model(run_dir, registry=registry),
+            TOKENIZERS_STAGE: newest_finished(run_dir, TOKENIZERS_STAGE),
+        }
         uses = {key: verify_stage_folder(folder)["use"] for key, folder in folders.items()}
         inputs = StageInputs(folders, uses=uses, registry=registry, device=device, reader="mmgen serve")
         self.registry, self.device = registry, device

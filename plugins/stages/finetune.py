@@ -82,6 +82,7 @@ class LoraOptions:
 
 class FinetuneStage:
     name: ClassVar[str] = "finetune"
+    makes_model: ClassVar[bool] = True  # `mmgen generate --run` / `mmgen serve` take the newest such folder
 
     @attrs.frozen(kw_only=True)
     class Config:

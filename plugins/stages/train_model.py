@@ -163,6 +163,7 @@ def final_weights(checkpoint: Path) -> dict[str, Any]:
 
 class TrainModelStage:
     name: ClassVar[str] = "train"
+    makes_model: ClassVar[bool] = True  # `mmgen generate --run` / `mmgen serve` take the newest such folder
 
     @attrs.frozen(kw_only=True)
     class Config:
