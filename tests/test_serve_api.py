@@ -387,7 +387,7 @@ def test_a_taken_port_and_a_folder_without_a_run_are_one_line_each(run_dir, tmp_
     result = serve(str(tmp_path), "--port", "0")
     assert (result.exit_code, result.stderr) == (
         2,
-        f"error: no finished 'train' stage under {tmp_path / 'artefacts'}\n",
+        f"error: no finished stage under {tmp_path / 'artefacts'} makes a model (train, finetune, ...)\n",
     )
     result = serve(str(run_dir), "--port", "0", "--set", "task.region=[0,0,1,1]")
     assert (result.exit_code, result.stderr) == (
