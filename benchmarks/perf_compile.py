@@ -45,7 +45,9 @@ from mmgen.trainer import Trainer, TrainerConfig
 PAPER_STEPS = {"t2i": 10, "i2t": 12}
 
 
-def update_case(training: Any, batch: Any, *, compiled: bool, out_dir: Path) -> tuple[Callable[[int], Any], list[float]]:
+def update_case(
+    training: Any, batch: Any, *, compiled: bool, out_dir: Path
+) -> tuple[Callable[[int], Any], list[float]]:
     """One optimizer update per call, eager or compiled; the losses it returned, in order."""
     config = TrainerConfig(steps=10**9, batch_size=len(batch.segments[0].tokens), warmup_steps=0, compile=compiled)
     trainer = Trainer(config, out_dir=out_dir, quiet=True)
@@ -73,7 +75,9 @@ def sample_case(model: Any, request: Any, *, compiled: bool) -> tuple[Callable[[
     return run, outputs
 
 
-def measure_pair(label: str, eager: Callable[[int], Any], compiled: Callable[[int], Any], *, rounds: int) -> dict[str, Any]:
+def measure_pair(
+    label: str, eager: Callable[[int], Any], compiled: Callable[[int], Any], *, rounds: int
+) -> dict[str, Any]:
     started = time.perf_counter()
     compiled(0)  # compiling happens here
     compile_seconds = time.perf_counter() - started
