@@ -77,7 +77,7 @@ def test_own_mask_lets_the_context_see_only_the_context_and_never_padding():
     model = MagvltModel(
         token_space=space, architecture=Architecture(width=32, depth=1, heads=2), condition_attention="own"
     )
-    mask = model._attention_mask(packed)[0]
+    mask = model.attention_mask(packed)[0]
     real = [0, 1, 2, 3]  # [BOC] [BEGIN_text] 5 EOS
     padding = [4, 5, 6, 7]
     target = list(range(8, 14))  # [BOG] [BEGIN_image] and the 4 image tokens
@@ -91,7 +91,7 @@ def test_own_mask_lets_the_context_see_only_the_context_and_never_padding():
     assert torch.equal(mask, expected)
     # "full" keeps the Packed's own mask: the context sees the target.
     full = MagvltModel(token_space=space, architecture=Architecture(width=32, depth=1, heads=2))
-    assert torch.equal(full._attention_mask(packed)[0, 0], torch.tensor([True] * 4 + [False] * 4 + [True] * 6))
+    assert torch.equal(full.attention_mask(packed)[0, 0], torch.tensor([True] * 4 + [False] * 4 + [True] * 6))
 
 
 def test_own_mask_keeps_the_packs_length_query_limits():
@@ -104,7 +104,7 @@ def test_own_mask_keeps_the_packs_length_query_limits():
             Part(segment=hand_batch().modality("text"), predict_length=True),
         ],
     )
-    mask = own_model()._attention_mask(packed)
+    mask = own_model().attention_mask(packed)
     begin = packed.spans[-1].begin  # the text's BEGIN: sees only what precedes it and itself
     assert torch.equal(mask[:, begin], packed.attn_mask[:, begin])
     assert not mask[:, :18, 18:].any() and mask[:, :18, :18].all()  # 18 context slots: [BOC] [BEGIN] 16 codes
@@ -257,6 +257,30 @@ def test_cached_condition_equals_the_full_forward(packed):
     assert condition.length == start and target.shape == (3, packed.tokens.shape[1] - start, 32)
     torch.testing.assert_close(target, full[:, start:], **TOLERANCE)
     assert torch.equal(again, target)
+
+
+def test_cached_condition_equals_the_full_forward_on_in_context_pairs():
+    # [BOC] image0 text0 image1 text1 text2 [BOG] image2, with the segment-index embedding (in-context sequences).
+    torch.manual_seed(5)
+    model = MagvltModel(
+        token_space=tiny_space(),
+        architecture=Architecture(width=32, depth=2, heads=2),
+        max_segments=6,
+        condition_attention="own",
+    ).eval()
+    torch.nn.init.normal_(model.segments.weight, std=0.02)  # starts at zero: make the segment index matter
+    batch = hand_batch()
+    image, text = batch.modality("image"), batch.modality("text")
+    shifted = attrs.evolve(image, tokens=(image.tokens + 1) % 8)
+    items = ["BOC", Part(segment=image), Part(segment=text), Part(segment=shifted), Part(segment=text)]
+    items += [Part(segment=text, mask=masked_rows(3, 6, 3)), "BOG", Part(segment=image, mask=masked_rows(3, 16, 2))]
+    packed = pack(model.token_space, items)
+    with torch.no_grad():
+        full = model(packed)
+        condition = model.encode_condition(packed)
+        target = model.forward_target(packed, condition)
+    assert condition.length == 1 + 2 * 17 + 3 * 7
+    torch.testing.assert_close(target, full[:, condition.length :], **TOLERANCE)
 
 
 def test_a_condition_from_the_context_alone_serves_any_target():

@@ -129,7 +129,7 @@ class MagvltModel(TokenTransformer):
     def forward(self, packed: Packed) -> torch.Tensor:
         """Hidden states [B, S, D] of a packed sequence."""
         x = self.embed(packed.tokens, packed.table, packed.position, packed.segment)
-        mask = self._attention_mask(packed)
+        mask = self.attention_mask(packed)
         # SDPA broadcasts one mask over the heads; None keeps its fastest kernel.
         mask = None if mask is None else mask[:, None]
         for block in self.blocks:
@@ -194,8 +194,8 @@ class MagvltModel(TokenTransformer):
             x = block.extend(x, mask, condition.keys[index], condition.values[index], at=start)
         return x
 
-    def _attention_mask(self, packed: Packed) -> torch.Tensor | None:
-        """[B, S, S] (True = may attend) or None for full attention."""
+    def attention_mask(self, packed: Packed) -> torch.Tensor | None:
+        """The mask `forward` uses: [B, S, S] (True = may attend), or None for full attention."""
         if self.condition_attention == "full":
             return packed.attn_mask
         return own_condition_mask(packed, generation_slot(packed, self.token_space))
