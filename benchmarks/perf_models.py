@@ -93,10 +93,16 @@ def stand_in_tokenizers(sizes: Sizes) -> dict[str, Any]:
     return {"image": types.SimpleNamespace(token_space=image), "text": types.SimpleNamespace(token_space=text)}
 
 
-def build_ours(model: str, objectives: str, sizes: Sizes, *, registry: Any, task: str = "t2i") -> Any:
-    """The train stage's Training (token space, model, loss) for `model` ("magvlt"/"argvlt"), training `task` only."""
+def build_ours(
+    model: str, objectives: str, sizes: Sizes, *, registry: Any, task: str = "t2i", **options: Any
+) -> Any:
+    """The train stage's Training (token space, model, loss) for `model` ("magvlt"/"argvlt"), training `task` only.
+
+    `options`: more of the model's options (as a recipe's `model:` gives them).
+    """
+    spec = {"use": model, "preset": sizes.preset, **options}
     return build_training(
-        model=structure_spec("models", {"use": model, "preset": sizes.preset}, path="model", registry=registry),
+        model=structure_spec("models", spec, path="model", registry=registry),
         objectives=[
             structure_spec("objectives", o, path=f"objectives[{i}]", registry=registry)
             for i, o in enumerate(OBJECTIVES[objectives])

@@ -13,6 +13,11 @@ step samples all masked tokens, keeps the most confident, re-masks the rest.
 Variable-length modalities (text) first predict their length from the BEGIN
 token, then re-mask low-confidence tokens at a linearly falling rate, so any
 generated token can still be revised.
+
+A model with `condition_attention: own` (its context attends only to itself)
+gets its context's keys and values computed once per target (and once for
+guidance's unconditional rows); each refinement step then runs only the slots
+from BOG on (`encode_condition` / `forward_target`), with the same result.
 """
 
 from __future__ import annotations
@@ -238,6 +243,7 @@ class MaskGitSampler:
         lengths = _lengths(part)
         masked = ~part.known.bool() & _valid(tokens, lengths)
         unknown = masked.sum(dim=1)
+        condition = _cached_condition(model)
         for step in range(options.steps):
             if not masked.any():
                 break
@@ -247,6 +253,7 @@ class MaskGitSampler:
                 Segment(modality=part.modality, tokens=tokens, lengths=lengths),
                 masked,
                 weight=guidance_weight(options.guidance, step=step, steps=options.steps),
+                condition=condition,
             )
             temperature = linear(options.temperature_start, options.temperature_end, step=step, steps=options.steps)
             sampled, log_p = sample_tokens(logits, temperature=temperature, top_k=options.top_k, generator=generator)
@@ -291,6 +298,7 @@ class MaskGitSampler:
         unknown = valid & ~known
         count = unknown.sum(dim=1)
         log_p = torch.zeros(tokens.shape, device=tokens.device)
+        condition = _cached_condition(model)
         for step in range(options.steps):
             if not unknown.any():
                 break
@@ -304,6 +312,7 @@ class MaskGitSampler:
                 Segment(modality=part.modality, tokens=tokens, lengths=lengths),
                 remask,
                 weight=guidance_weight(options.guidance, step=step, steps=options.steps),
+                condition=condition,
             )
             sampled, sampled_log_p = sample_tokens(
                 logits, temperature=options.temperature, top_k=options.top_k, generator=generator
@@ -349,24 +358,78 @@ class MaskGitSampler:
         return torch.maximum(lengths, _shortest(part, fix_eos=options.fix_eos)).clamp(max=tokens.shape[1])
 
     def _logits(
-        self, model: Any, context: list[_Known], target: Segment, masked: torch.Tensor, *, weight: float
+        self,
+        model: Any,
+        context: list[_Known],
+        target: Segment,
+        masked: torch.Tensor,
+        *,
+        weight: float,
+        condition: _CachedCondition | None = None,
     ) -> torch.Tensor:
         """Target logits [B, L, V]; guided when `weight` > 0 (unconditional pass: context all MASK)."""
+        part = Part(segment=target, mask=masked)
         if weight == 0:
-            return _target_logits(model, context, Part(segment=target, mask=masked))
+            return _target_logits(model, context, part, encode=None if condition is None else condition.plain)
         # Both passes in one batch of 2B rows (one forward instead of two: the same layout, the
         # second half with every context token MASK); equal to two passes up to float rounding.
         both = [_Known(segment=_twice(c.segment), mask=torch.cat([c.mask, torch.ones_like(c.mask)])) for c in context]
-        logits = _target_logits(model, both, Part(segment=_twice(target), mask=masked.repeat(2, 1)))
+        encode = None
+        if condition is not None:
+            dropped = [_Known(segment=c.segment, mask=torch.ones_like(c.mask)) for c in context]
+
+            def encode(packed: Any) -> Any:
+                return condition.guided(packed, lambda: pack(model.token_space, _items(dropped, part)))
+
+        logits = _target_logits(model, both, Part(segment=_twice(target), mask=masked.repeat(2, 1)), encode=encode)
         cond, uncond = logits.chunk(2)
         return guide(cond, uncond, weight)
 
 
-def _target_logits(model: Any, context: list[_Known], target: Part) -> torch.Tensor:
+class _CachedCondition:
+    """One target's context keys and values (a model with `condition_attention: own`), each set encoded once.
+
+    `plain`: the request's rows; `guided`: those rows then guidance's unconditional ones (context all
+    MASK), as `_logits` batches them. A guidance schedule may start at weight 0, so either may come first.
+    """
+
+    def __init__(self, model: Any) -> None:
+        self.model = model
+        self._plain: Any = None
+        self._guided: Any = None
+
+    def plain(self, packed: Any) -> Any:
+        if self._plain is None:
+            rows = packed.batch_size
+            self._plain = self._guided.rows(rows) if self._guided is not None else self.model.encode_condition(packed)
+        return self._plain
+
+    def guided(self, packed: Any, unconditional: Callable[[], Any]) -> Any:
+        """Encoded from `packed` (both halves at once) or, when the plain rows are cached, from the other half."""
+        if self._guided is None:
+            if self._plain is None:
+                self._guided = self.model.encode_condition(packed)
+            else:
+                self._guided = self._plain.concat(self.model.encode_condition(unconditional()))
+        return self._guided
+
+
+def _cached_condition(model: Any) -> _CachedCondition | None:
+    return _CachedCondition(model) if getattr(model, "condition_attention", "full") == "own" else None
+
+
+def _target_logits(
+    model: Any, context: list[_Known], target: Part, *, encode: Callable[[Any], Any] | None = None
+) -> torch.Tensor:
+    """Logits of the target's slots; with `encode` (packed -> cached condition) only the target part runs."""
     packed = pack(model.token_space, _items(context, target))
     span = packed.spans[-1]
-    hidden = model(packed)
-    return model.logits(hidden[:, span.start : span.stop], target.segment.modality).float()
+    if encode is None:
+        hidden, start = model(packed), 0
+    else:
+        condition = encode(packed)
+        hidden, start = model.forward_target(packed, condition), condition.length
+    return model.logits(hidden[:, span.start - start : span.stop - start], target.segment.modality).float()
 
 
 def _twice(segment: Segment) -> Segment:

@@ -86,6 +86,12 @@ class ArgvltModel(TokenTransformer):
     class Config(MagvltModel.Config):
         """MAGVLT's options (preset, sizes, code_init_scale): the twins differ only in the direction of attention."""
 
+        def __attrs_post_init__(self) -> None:
+            super().__attrs_post_init__()
+            if self.condition_attention != "full":
+                # Left to right, the context already sees only itself; "own" would change nothing and say otherwise.
+                raise ValueError(f"argvlt has no condition_attention {self.condition_attention!r}: leave it full")
+
     def __init__(
         self,
         *,

@@ -78,6 +78,7 @@ class TokenTransformer(nn.Module):
             special_positions=config.special_positions,
             mask_positions=config.mask_positions,
             **({"max_segments": config.max_segments} if getattr(config, "max_segments", 0) else {}),
+            **_condition_attention(config),
         )
         if config.code_init_scale > 0:
             for modality, vectors in tokenizer_code_vectors(tokenizers).items():
@@ -185,6 +186,12 @@ class TokenTransformer(nn.Module):
     def fsdp_units(self) -> list[nn.Module]:
         """The modules to shard one by one (FSDP2 `fully_shard`): the blocks."""
         return list(self.blocks)
+
+
+def _condition_attention(config: Any) -> dict[str, str]:
+    """MAGVLT's `condition_attention` keyword when not the paper's "full" (ARGVLT's config refuses other values)."""
+    attention = getattr(config, "condition_attention", "full")
+    return {} if attention == "full" else {"condition_attention": attention}
 
 
 def check_mask_positions(mask_positions: str, special_positions: int, token_space: JointTokenSpace) -> None:
