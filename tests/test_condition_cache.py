@@ -179,7 +179,7 @@ def test_a_saved_model_without_the_option_loads_as_full(tmp_path):
         assert torch.equal(loaded(packed), reference_forward(model.eval(), packed))
 
 
-SHIPPED = Path(__file__).resolve().parents[1] / "checkpoints/shapes/artefacts/train-fc4b1d51eefde40e"
+SHIPPED = Path(__file__).resolve().parents[1] / "checkpoints/shapes-first-phase/artefacts/train-fc4b1d51eefde40e"
 
 
 @pytest.mark.skipif(not (SHIPPED / "model.json").is_file(), reason="no shipped Shapes model")

@@ -16,7 +16,7 @@ from mmgen.token_space import JointTokenSpace, TokenSpace
 
 ROOT = Path(__file__).resolve().parents[1]
 SHAPES = ROOT / "checkpoints" / "shapes" / "artefacts"
-TRAIN = SHAPES / "train-fc4b1d51eefde40e"
+TRAIN = ROOT / "checkpoints" / "shapes-first-phase" / "artefacts" / "train-fc4b1d51eefde40e"
 TOKENIZERS = SHAPES / "tokenizers-9caf423110ba03e5"
 
 IMAGE = TokenSpace(name="image", vocab_size=16, shape=(2, 2))

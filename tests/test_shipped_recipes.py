@@ -24,7 +24,10 @@ def test_the_caption_finetuning_starts_from_the_shipped_models_and_measures_befo
     monkeypatch.chdir(RECIPES[0].parents[1])  # its `reuse:` folders are relative to the repository
     recipe = load_recipe(RECIPES[1], registry=load_registry())
     assert [(r.key, r.use) for r in recipe.reused] == [("tokenizers", "tokenizers"), ("pretrained", "train")]
-    assert all(r.folder.parent == Path("checkpoints/shapes/artefacts") for r in recipe.reused)
+    assert [r.folder.parent for r in recipe.reused] == [
+        Path("checkpoints/shapes/artefacts"),
+        Path("checkpoints/shapes-first-phase/artefacts"),  # the first phase of recipes/shapes.yaml
+    ]
     stages = {entry.key: entry.spec.config for entry in recipe.stages}
     assert stages["generate_before"].model_stage == "pretrained" and stages["generate"].model_stage == "finetune"
     assert stages["generate_before"].sampler == stages["generate"].sampler
@@ -48,7 +51,13 @@ def test_the_vqa_finetuning_refits_the_text_tokenizer_and_scores_both_variants_o
 @pytest.mark.parametrize("path", MAGVLT_RECIPES, ids=lambda p: p.stem)
 def test_shipped_recipe_loads_with_the_whole_pipeline(path):
     recipe = load_recipe(path, registry=load_registry())
-    assert [entry.key for entry in recipe.stages] == PIPELINE
+    # shapes.yaml's second phase: a finetune stage between train and clip, the model generate reads.
+    captions = ["captions"] if path.name == "shapes.yaml" else []
+    assert [entry.key for entry in recipe.stages] == [*PIPELINE[:4], *captions, *PIPELINE[4:]]
+    stages = {entry.key: entry.spec for entry in recipe.stages}
+    assert stages["generate"].config.model_stage == (captions or ["train"])[0]
+    if captions:
+        assert stages["captions"].use == "finetune" and stages["captions"].config.pretrained_stage == "train"
     train = next(entry.spec.config for entry in recipe.stages if entry.key == "train")
     assert [spec.use for spec in train.objectives][:2] == ["mask", "target_length"]
     assert train.model.use == "magvlt"

@@ -16,7 +16,7 @@ from mmgen.task import Task
 from mmgen.token_space import JointTokenSpace, TokenSpace
 
 ROOT = Path(__file__).resolve().parents[1]
-TRAIN = ROOT / "checkpoints" / "shapes" / "artefacts" / "train-fc4b1d51eefde40e"
+TRAIN = ROOT / "checkpoints" / "shapes-first-phase" / "artefacts" / "train-fc4b1d51eefde40e"
 
 IMAGE = TokenSpace(name="image", vocab_size=16, shape=(2, 2))
 TEXTS = [
