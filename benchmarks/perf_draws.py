@@ -5,7 +5,7 @@
   batch 32 is 32 x 64 positions over 512 codes; base is 32 x 256 over 16,384;
 - classifier-free guidance: the conditional and unconditional passes as two forward calls (before)
   against one call over 2B rows (`MaskGitSampler._logits` now), on a MAGVLT of the preset with random
-  weights, T2I layout at batch 1 and 32.
+  weights, T2I layout at batch 1 to 32 (where one batch stops paying: `ONE_GUIDED_BATCH_ROWS`).
 
 Each pair is interleaved round by round; ratio = median of per-round new / old times (< 1: faster).
 
@@ -37,7 +37,7 @@ from perf_sample import our_requests
 from mmgen.api import Part, Segment, guide
 from mmgen.registry import load_registry
 from mmgen.samplers.draws import categorical
-from mmgen.samplers.maskgit import MaskGitSampler, _as_known, _target_logits
+from mmgen.samplers.maskgit import _as_known, _Known, _target_logits, _twice
 
 
 def draws_pair(rows: int, vocab: int) -> dict[str, Any]:
@@ -59,7 +59,6 @@ def guidance_pair(model: Any, request: Any) -> dict[str, Any]:
     target = Segment(modality=target_part.modality, tokens=target_part.tokens, lengths=torch.full(
         (target_part.tokens.shape[0],), target_part.tokens.shape[1], dtype=torch.long))  # fmt: skip
     masked = torch.ones_like(target.tokens, dtype=torch.bool)
-    sampler = MaskGitSampler()
 
     @torch.no_grad()
     def two_passes(_: int) -> None:
@@ -70,7 +69,11 @@ def guidance_pair(model: Any, request: Any) -> dict[str, Any]:
 
     @torch.no_grad()
     def one_batch(_: int) -> None:
-        sampler._logits(model, context, target, masked, weight=2.0)
+        # What MaskGitSampler._logits does up to ONE_GUIDED_BATCH_ROWS rows.
+        both = [_Known(segment=_twice(c.segment), mask=torch.cat([c.mask, torch.ones_like(c.mask)])) for c in context]
+        logits = _target_logits(model, both, Part(segment=_twice(target), mask=masked.repeat(2, 1)))
+        cond, uncond = logits.chunk(2)
+        guide(cond, uncond, 2.0)
 
     return {"old": two_passes, "new": one_batch}
 
@@ -105,7 +108,7 @@ def main() -> None:
     registry = load_registry()
     sizes = SIZES["quick" if args.quick else "shapes"]
     model = build_ours("magvlt", "mask", sizes, registry=registry).model.eval()
-    for batch in (1, 32):
+    for batch in (1, 2, 4, 8, 16, 32):
         label = f"{sizes.preset}: guided T2I logits, batch {batch}: two passes -> one batch of 2B rows"
         rows.append(measure(label, guidance_pair(model, our_requests(sizes, "t2i", batch)), rounds=rounds))
     result = {"benchmark": "perf_draws", "quick": args.quick, "machine": described, "rows": rows}

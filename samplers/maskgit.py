@@ -43,6 +43,10 @@ from mmgen.api import (
 
 from .draws import categorical, gumbel
 
+# Guidance runs its two passes as one batch of 2B rows up to this many request rows, as two passes
+# above it: on a CPU one batch is faster at batch 1 and slower at batch 32 (benchmarks/perf_draws.py).
+ONE_GUIDED_BATCH_ROWS = 8
+
 # Products like cos(pi/3) * 256 = 128.00000000000003 must count as 128, not 129.
 SCHEDULE_DECIMALS = 6
 
@@ -371,6 +375,13 @@ class MaskGitSampler:
         part = Part(segment=target, mask=masked)
         if weight == 0:
             return _target_logits(model, context, part, encode=None if condition is None else condition.plain)
+        if target.tokens.shape[0] > ONE_GUIDED_BATCH_ROWS:
+            # The unconditional pass (context all MASK) on its own: at batch 32 two passes are faster
+            # on a CPU than one of 64 rows (benchmarks/perf_draws.py).
+            dropped = [_Known(segment=c.segment, mask=torch.ones_like(c.mask)) for c in context]
+            cond = _target_logits(model, context, part, encode=None if condition is None else condition.plain)
+            uncond = _target_logits(model, dropped, part, encode=None if condition is None else condition.unconditional)
+            return guide(cond, uncond, weight)
         # Both passes in one batch of 2B rows (one forward instead of two: the same layout, the
         # second half with every context token MASK); equal to two passes up to float rounding.
         both = [_Known(segment=_twice(c.segment), mask=torch.cat([c.mask, torch.ones_like(c.mask)])) for c in context]
@@ -389,14 +400,22 @@ class MaskGitSampler:
 class _CachedCondition:
     """One target's context keys and values (a model with `condition_attention: own`), each set encoded once.
 
-    `plain`: the request's rows; `guided`: those rows then guidance's unconditional ones (context all
-    MASK), as `_logits` batches them. A guidance schedule may start at weight 0, so either may come first.
+    `plain`: the request's rows; `unconditional`: guidance's unconditional rows (context all MASK) on
+    their own; `guided`: the request's rows then the unconditional ones, as `_logits` batches them at
+    small batch sizes. A guidance schedule may start at weight 0, so `plain` may come first.
     """
 
     def __init__(self, model: Any) -> None:
         self.model = model
         self._plain: Any = None
         self._guided: Any = None
+        self._unconditional: Any = None
+
+    def unconditional(self, packed: Any) -> Any:
+        """Guidance's unconditional rows alone (the two-pass path of a large batch)."""
+        if self._unconditional is None:
+            self._unconditional = self.model.encode_condition(packed)
+        return self._unconditional
 
     def plain(self, packed: Any) -> Any:
         if self._plain is None:

@@ -414,9 +414,14 @@ GUIDANCE = {
 }
 
 
+@pytest.mark.parametrize("one_batch_rows", [8, 0], ids=["one-batch", "two-passes"])
 @pytest.mark.parametrize("guidance", list(GUIDANCE))
 @pytest.mark.parametrize("task", ["t2i", "i2t"])
-def test_the_sampler_caches_the_condition_and_draws_the_same_tokens(task, guidance):
+def test_the_sampler_caches_the_condition_and_draws_the_same_tokens(task, guidance, one_batch_rows, monkeypatch):
+    # one_batch_rows 0: guidance's two passes run apart (as above ONE_GUIDED_BATCH_ROWS rows).
+    import mmgen.samplers.maskgit as maskgit
+
+    monkeypatch.setattr(maskgit, "ONE_GUIDED_BATCH_ROWS", one_batch_rows)
     model = own_model(seed=3).eval()
     options = GUIDANCE[guidance]
     sampler = MaskGitSampler(
@@ -433,10 +438,14 @@ def test_the_sampler_caches_the_condition_and_draws_the_same_tokens(task, guidan
     assert torch.equal(cached.tokens, plain.tokens) and torch.equal(cached.lengths, plain.lengths)
     steps = 5 if task == "t2i" else 4
     length_pass = 1 if task == "i2t" else 0  # the length prediction keeps its full pass
-    assert plain_calls == {"forward": steps + length_pass, "encode_condition": 0, "forward_target": 0}
-    # Encoded once per target; with a linear schedule (step 0 unguided) the unconditional rows once more.
-    encodes = 2 if guidance == "linear" else 1
-    assert cached_calls == {"forward": length_pass, "encode_condition": encodes, "forward_target": steps}
+    apart = guidance != "off" and one_batch_rows == 0
+    guided_steps = {"off": 0, "constant": steps, "linear": steps - 1}[guidance] if apart else 0
+    assert plain_calls == {"forward": steps + guided_steps + length_pass, "encode_condition": 0, "forward_target": 0}
+    # Encoded once per target; the unconditional rows once more with a linear schedule (step 0 unguided)
+    # or when the passes run apart.
+    encodes = 2 if guidance == "linear" or apart else 1
+    passes = steps + guided_steps
+    assert cached_calls == {"forward": length_pass, "encode_condition": encodes, "forward_target": passes}
 
 
 def test_the_sampler_encodes_each_targets_condition_once():

@@ -225,3 +225,36 @@ def test_the_batched_passes_equal_two_separate_passes_of_a_real_model():
     assert batched.shape == (3, 16, 8)
     torch.testing.assert_close(batched, guide(cond, uncond, 1.5), rtol=1e-5, atol=1e-5)
     assert not torch.allclose(cond, uncond, atol=1e-3)  # the context matters, so the check is not vacuous
+
+
+def test_above_the_batch_threshold_the_two_passes_run_apart_with_the_same_result(monkeypatch):
+    # Above ONE_GUIDED_BATCH_ROWS request rows the conditional and unconditional passes run as two
+    # calls (faster at batch 32 on a CPU); the guided logits equal the one-batch ones (float rounding).
+    from objective_helpers import hand_batch, tiny_model
+
+    import mmgen.samplers.maskgit as maskgit
+    from mmgen.samplers.maskgit import _Known
+
+    model = tiny_model(depth=2).eval()
+    batch = hand_batch()
+    text, image = batch.modality("text"), batch.modality("image")
+    context = [_Known(segment=text, mask=torch.zeros(3, 6, dtype=torch.bool))]
+    masked = torch.zeros(3, 16, dtype=torch.bool)
+    masked[:, 1::2] = True
+    with torch.no_grad():
+        monkeypatch.setattr(maskgit, "ONE_GUIDED_BATCH_ROWS", 8)
+        one_batch = MaskGitSampler()._logits(model, context, image, masked, weight=2.0)
+        monkeypatch.setattr(maskgit, "ONE_GUIDED_BATCH_ROWS", 2)
+        two_passes = MaskGitSampler()._logits(model, context, image, masked, weight=2.0)
+    torch.testing.assert_close(two_passes, one_batch, rtol=1e-5, atol=1e-5)
+
+    toy = toy_model()
+    out = argmax_sampler(GuidanceOptions(scale=1.0)).generate(toy, t2i_request(), generator=torch.Generator())
+    assert out.segments[0].tokens.tolist() == [[2, 2, 2, 2]]
+    monkeypatch.setattr(maskgit, "ONE_GUIDED_BATCH_ROWS", 0)
+    toy = toy_model()
+    out = argmax_sampler(GuidanceOptions(scale=1.0)).generate(toy, t2i_request(), generator=torch.Generator())
+    assert out.segments[0].tokens.tolist() == [[2, 2, 2, 2]]
+    assert len(toy.calls) == 8 and all(call.tokens.shape[0] == 1 for call in toy.calls)
+    for call in range(8):  # conditional, then unconditional (context all MASK), at every step
+        assert toy.masked_in(call, "text", 0)[0, :3].all() == (call % 2 == 1)
