@@ -333,15 +333,16 @@ def test_the_train_stage_records_the_layouts_it_trained(tmp_path):
 
 
 def test_the_shipped_model_records_the_layouts_it_trained():
-    (train,) = (ROOT / "checkpoints" / "shapes" / "artefacts").glob("train-*")
+    (train,) = (ROOT / "checkpoints" / "shapes" / "artefacts").glob("captions-*")  # the shipped model
+    # The caption phase's tasks, in its order (its layouts are also the first phase's).
     assert read_trained_layouts(train) == TrainedLayouts(
-        tasks=[T2I, I2T, IT2IT], condition_dropout=0.1
+        tasks=[I2T, IT2IT, T2I], condition_dropout=0.1
     )
 
 
 def test_a_model_saved_without_the_record_allows_every_layout(caplog, tmp_path):
     # A model.json as mmgen wrote it before the record existed: the shipped one without the key.
-    (train,) = (ROOT / "checkpoints" / "shapes" / "artefacts").glob("train-*")
+    (train,) = (ROOT / "checkpoints" / "shapes" / "artefacts").glob("captions-*")  # the shipped model
     description = json.loads((train / "model.json").read_text(encoding="utf-8"))
     del description["trained_layouts"]
     (tmp_path / "model.json").write_text(json.dumps(description), encoding="utf-8")
