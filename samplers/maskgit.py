@@ -375,10 +375,10 @@ class MaskGitSampler:
         part = Part(segment=target, mask=masked)
         if weight == 0:
             return _target_logits(model, context, part, encode=None if condition is None else condition.plain)
+        dropped = [_Known(segment=c.segment, mask=torch.ones_like(c.mask)) for c in context]  # context all MASK
         if target.tokens.shape[0] > ONE_GUIDED_BATCH_ROWS:
-            # The unconditional pass (context all MASK) on its own: at batch 32 two passes are faster
-            # on a CPU than one of 64 rows (benchmarks/perf_draws.py).
-            dropped = [_Known(segment=c.segment, mask=torch.ones_like(c.mask)) for c in context]
+            # The unconditional pass on its own: at batch 32 two passes are faster on a CPU than one
+            # of 64 rows (benchmarks/perf_draws.py).
             cond = _target_logits(model, context, part, encode=None if condition is None else condition.plain)
             uncond = _target_logits(model, dropped, part, encode=None if condition is None else condition.unconditional)
             return guide(cond, uncond, weight)
@@ -387,7 +387,6 @@ class MaskGitSampler:
         both = [_Known(segment=_twice(c.segment), mask=torch.cat([c.mask, torch.ones_like(c.mask)])) for c in context]
         encode = None
         if condition is not None:
-            dropped = [_Known(segment=c.segment, mask=torch.ones_like(c.mask)) for c in context]
 
             def encode(packed: Any) -> Any:
                 return condition.guided(packed, lambda: pack(model.token_space, _items(dropped, part)))

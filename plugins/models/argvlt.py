@@ -32,6 +32,7 @@ from .causal_block import CausalBlock
 from .magvlt import MagvltModel
 from .presets import Architecture
 from .token_transformer import MaskPositions, TokenTransformer, init_weights
+from .transformer_block import grow_slots
 
 
 @attrs.define
@@ -64,17 +65,9 @@ class KVCache:
         if self.length + count <= capacity:
             return
         grown = max(2 * capacity, self.length + count)
-        self.keys = [_grow(k, grown) for k in self.keys]
-        self.values = [_grow(v, grown) for v in self.values]
-        self.padding = _grow(self.padding, grown, dim=1)
-
-
-def _grow(buffer: torch.Tensor, capacity: int, *, dim: int = 2) -> torch.Tensor:
-    shape = list(buffer.shape)
-    shape[dim] = capacity
-    grown = buffer.new_zeros(shape)
-    grown.narrow(dim, 0, buffer.shape[dim]).copy_(buffer)
-    return grown
+        self.keys = [grow_slots(k, grown) for k in self.keys]
+        self.values = [grow_slots(v, grown) for v in self.values]
+        self.padding = grow_slots(self.padding, grown, dim=1)
 
 
 class ArgvltModel(TokenTransformer):
@@ -125,9 +118,10 @@ class ArgvltModel(TokenTransformer):
         hidden, layers = self._run(packed, keep=True)
         length = packed.tokens.shape[1]
         room = max(capacity or length, length)
-        keys = [_grow(k, room) if room > length else k.contiguous() for k, _ in layers]
-        values = [_grow(v, room) if room > length else v.contiguous() for _, v in layers]
-        return hidden, KVCache(keys=keys, values=values, padding=_grow(packed.key_padding, room, dim=1), length=length)
+        keys = [grow_slots(k, room) if room > length else k.contiguous() for k, _ in layers]
+        values = [grow_slots(v, room) if room > length else v.contiguous() for _, v in layers]
+        padding = grow_slots(packed.key_padding, room, dim=1)
+        return hidden, KVCache(keys=keys, values=values, padding=padding, length=length)
 
     def extend(
         self,

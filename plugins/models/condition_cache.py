@@ -22,6 +22,8 @@ import torch
 
 from mmgen.api import JointTokenSpace, Packed
 
+from .transformer_block import grow_slots
+
 
 def generation_slot(packed: Packed, space: JointTokenSpace) -> int | None:
     """The slot of `[BOG]` (or the marker in its place); None when the sequence has no target part."""
@@ -109,13 +111,6 @@ class ConditionCache:
         """Room for `slots` slots in all (context and target): the buffers grow when they are shorter."""
         if slots <= self.capacity:
             return
-        self.keys = [_grow(k, slots) for k in self.keys]
-        self.values = [_grow(v, slots) for v in self.values]
+        self.keys = [grow_slots(k, slots) for k in self.keys]
+        self.values = [grow_slots(v, slots) for v in self.values]
 
-
-def _grow(buffer: torch.Tensor, capacity: int) -> torch.Tensor:
-    shape = list(buffer.shape)
-    shape[2] = capacity
-    grown = buffer.new_zeros(shape)
-    grown[:, :, : buffer.shape[2]] = buffer
-    return grown

@@ -67,3 +67,13 @@ class TransformerBlock(nn.Module):
         )
         x = x + self.residual_dropout(self.attention_out(out.transpose(1, 2).reshape(batch, length, width)))
         return x + self.residual_dropout(self.mlp_out(F.gelu(self.mlp_in(self.mlp_norm(x)))))
+
+
+def grow_slots(buffer: torch.Tensor, capacity: int, *, dim: int = 2) -> torch.Tensor:
+    """`buffer` lengthened to `capacity` slots along `dim` (keys and values [B, H, slots, D/H]: dim 2),
+    its content first and zeros after: the room `extend` writes new slots into."""
+    shape = list(buffer.shape)
+    shape[dim] = capacity
+    grown = buffer.new_zeros(shape)
+    grown.narrow(dim, 0, buffer.shape[dim]).copy_(buffer)
+    return grown
